@@ -1,0 +1,1 @@
+"""The data plane: the one door every IDE plugin talks to."""

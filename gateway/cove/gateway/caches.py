@@ -1,0 +1,232 @@
+"""In-memory caches of keys and routes: the hot path never waits on Postgres.
+
+Both caches load fully at start, reload on Postgres notifications (`cove_auth`,
+`cove_routes`) and, as a safety net, every `cache_refresh_seconds`. When Postgres is down they
+keep serving what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from cove.gateway import repository
+from cove.gateway.repository import RouteRow
+from cove.platform.core.db import Database
+from cove.platform.core.errors import Unauthorized
+from cove.tenants.keys import repository as key_repository
+from cove.tenants.keys import service as key_service
+from cove.tenants.keys.repository import KeyRecord
+from cove.tenants.keys.secrets import split_key, verify_secret
+from cove.tenants.principal import Principal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    record: KeyRecord
+    principal: Principal
+
+
+class KeyCache:
+    def __init__(self, db: Database, pepper: bytes, negative_seconds: float) -> None:
+        self._db = db
+        self._pepper = pepper
+        self._negative_seconds = negative_seconds
+        self._keys: dict[str, CachedKey] = {}
+        self._unknown: dict[str, float] = {}
+        # Verified (key id, secret) pairs, so the HMAC runs once per key, not per request.
+        self._verified: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    async def reload(self) -> None:
+        async with self._db.platform() as conn:
+            records = await key_repository.all_records(conn)
+        fresh = {r.key_id: CachedKey(r, key_service.principal_from_record(r)) for r in records}
+        self._keys = fresh
+        self._verified = {k: v for k, v in self._verified.items() if k in fresh}
+        self._unknown.clear()
+
+    async def reload_one(self, key_id: str) -> None:
+        async with self._db.platform() as conn:
+            record = await key_repository.record_by_key_id(conn, key_id)
+        self._verified.pop(key_id, None)
+        if record is None or record.revoked_at is not None:
+            self._keys.pop(key_id, None)
+        else:
+            self._keys[key_id] = CachedKey(record, key_service.principal_from_record(record))
+
+    def drop(self, key_id: str) -> None:
+        self._keys.pop(key_id, None)
+        self._verified.pop(key_id, None)
+
+    async def authenticate(self, plaintext: str) -> Principal:
+        parts = split_key(plaintext)
+        if parts is None:
+            raise Unauthorized("Invalid API key", code="invalid_api_key")
+        key_id, secret = parts
+        cached = self._keys.get(key_id)
+        if cached is None:
+            cached = await self._miss(key_id)
+        if self._verified.get(key_id) != secret:
+            record = cached.record
+            if not verify_secret(self._pepper, record.salt, record.hash, secret):
+                raise Unauthorized("Invalid API key", code="invalid_api_key")
+            self._verified[key_id] = secret
+        key_service.check_usable(cached.record, datetime.now(UTC))
+        return cached.principal
+
+    async def _miss(self, key_id: str) -> CachedKey:
+        now = time.monotonic()
+        if self._unknown.get(key_id, 0.0) > now:
+            raise Unauthorized("Invalid API key", code="invalid_api_key")
+        try:
+            await self.reload_one(key_id)
+        except psycopg.Error:
+            log.warning("key lookup failed; Postgres unavailable")
+        cached = self._keys.get(key_id)
+        if cached is None:
+            self._unknown[key_id] = now + self._negative_seconds
+            if len(self._unknown) > 100_000:
+                self._unknown.clear()
+            raise Unauthorized("Invalid API key", code="invalid_api_key")
+        return cached
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    deployment: str
+    model: str
+    served_model_name: str
+    endpoint_url: str
+    status: str
+    fim_tokens: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRoutes:
+    status: str
+    routes: tuple[Route, ...]
+
+    def find(self, model: str | None) -> Route | None:
+        if model is None:
+            return self.routes[0] if self.routes else None
+        for route in self.routes:
+            if model in (route.model, route.served_model_name, route.deployment):
+                return route
+        return None
+
+
+class RouteCache:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._tenants: dict[UUID, TenantRoutes] = {}
+
+    def for_tenant(self, tenant_id: UUID) -> TenantRoutes | None:
+        return self._tenants.get(tenant_id)
+
+    async def reload(self) -> None:
+        async with self._db.platform() as conn:
+            rows = await repository.all_routes(conn)
+        grouped: dict[UUID, list[RouteRow]] = {}
+        for row in rows:
+            grouped.setdefault(row.tenant_id, []).append(row)
+        self._tenants = {
+            tenant_id: TenantRoutes(
+                status=rows_[0].tenant_status,
+                routes=tuple(
+                    Route(
+                        deployment=r.deployment,
+                        model=r.model,
+                        served_model_name=r.served_model_name,
+                        endpoint_url=r.endpoint_url,
+                        status=r.status,
+                        fim_tokens=r.fim_tokens,
+                    )
+                    for r in rows_
+                ),
+            )
+            for tenant_id, rows_ in grouped.items()
+        }
+
+
+class CacheRefresher:
+    """Keeps the caches fresh: LISTEN for changes, plus a periodic full reload."""
+
+    def __init__(self, conninfo: str, keys: KeyCache, routes: RouteCache, interval: float) -> None:
+        self._conninfo = conninfo
+        self._keys = keys
+        self._routes = routes
+        self._interval = interval
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        try:
+            await self._keys.reload()
+            await self._routes.reload()
+        except psycopg.Error:
+            log.warning("initial cache load failed; retrying in the background")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="cove-cache-listen"),
+            asyncio.create_task(self._periodic(), name="cove-cache-periodic"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._reload_all()
+
+    async def _reload_all(self) -> None:
+        try:
+            await self._keys.reload()
+            await self._routes.reload()
+        except psycopg.Error:
+            log.warning("cache reload failed; keeping the cached keys and routes")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute("LISTEN cove_auth")
+                    await conn.execute("LISTEN cove_routes")
+                    # Anything may have changed while we were not listening.
+                    await self._reload_all()
+                    async for note in conn.notifies():
+                        await self._handle(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("notification listener lost its connection; reconnecting")
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, channel: str, payload: str) -> None:
+        try:
+            if channel == "cove_auth" and payload.startswith("key:"):
+                await self._keys.reload_one(payload[4:])
+            elif channel == "cove_auth":
+                await self._keys.reload()
+                await self._routes.reload()
+            else:
+                await self._routes.reload()
+        except psycopg.Error:
+            log.warning("cache update after notification failed", extra={"channel": channel})

@@ -1,0 +1,85 @@
+"""Forwarding to model instances: pooled connections, streaming without buffering, and
+aborting the upstream request as soon as the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from cove.platform.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class Upstream:
+    def __init__(self, session: aiohttp.ClientSession, first_byte_timeout: float) -> None:
+        self._session = session
+        self._first_byte_timeout = first_byte_timeout
+
+    async def post_json(self, url: str, payload: dict[str, object]) -> UpstreamReply:
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                async with self._session.post(
+                    url, data=orjson.dumps(payload), headers=_JSON_HEADERS
+                ) as resp:
+                    body = await resp.read()
+                    return UpstreamReply(resp.status, body, resp.content_type)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("The model instance did not answer in time") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise UpstreamUnavailable(
+                "The model instance is unreachable", code="upstream_unavailable"
+            ) from exc
+
+    async def open_stream(
+        self, url: str, payload: dict[str, object]
+    ) -> tuple[aiohttp.ClientResponse | None, UpstreamReply | None]:
+        """Open a streaming request. Returns the live response, or the upstream's error reply."""
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                resp = await self._session.post(
+                    url, data=orjson.dumps(payload), headers=_JSON_HEADERS
+                )
+                if resp.status != 200:
+                    body = await resp.read()
+                    resp.release()
+                    return None, UpstreamReply(resp.status, body, resp.content_type)
+                return resp, None
+        except TimeoutError as exc:
+            raise UpstreamTimeout("The model instance did not answer in time") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise UpstreamUnavailable(
+                "The model instance is unreachable", code="upstream_unavailable"
+            ) from exc
+
+
+async def relay(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Yield upstream bytes as they arrive. If the client disconnects, this generator is
+    cancelled and the upstream connection is closed (not returned to the pool), which makes
+    vLLM abort the generation."""
+    finished = False
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+        finished = True
+    except aiohttp.ClientError as exc:
+        err = UpstreamError("The model instance failed mid-stream", code="upstream_stream_error")
+        del exc
+        yield b"data: " + orjson.dumps(err.to_openai()) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        if finished:
+            resp.release()
+        else:
+            resp.close()

@@ -1,0 +1,39 @@
+"""The gateway's reads: the route table (keys come from the tenancy kernel)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import class_row
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    tenant_id: UUID
+    deployment: str
+    model: str
+    served_model_name: str
+    endpoint_url: str
+    status: str
+    fim_tokens: dict[str, str] | None
+    tenant_status: str
+
+
+async def all_routes(conn: psycopg.AsyncConnection[Any]) -> list[RouteRow]:
+    async with conn.cursor(row_factory=class_row(RouteRow)) as cur:
+        await cur.execute(
+            """
+            SELECT d.tenant_id, d.name AS deployment, m.name AS model, d.served_model_name,
+                   d.endpoint_url, d.status, coalesce(m.fim_tokens, base.fim_tokens) AS fim_tokens,
+                   t.status AS tenant_status
+            FROM model_deployments d
+            JOIN models m ON m.id = d.model_id
+            LEFT JOIN models base ON base.id = m.base_model_id
+            JOIN tenants t ON t.id = d.tenant_id
+            ORDER BY d.tenant_id, d.created_at
+            """
+        )
+        return await cur.fetchall()

@@ -1,0 +1,21 @@
+"""Settings of the gateway service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cove.platform.core.settings import CoveSettings
+
+
+class GatewaySettings(CoveSettings):
+    service_name: str = "cove-gateway"
+    # Requests larger than this are refused before they are parsed.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    upstream_connect_timeout: float = Field(default=3.0, gt=0)
+    # Time allowed for the upstream's first byte; streams may then run as long as they need.
+    upstream_read_timeout: float = Field(default=120.0, gt=0)
+    upstream_pool_size: int = Field(default=256, ge=1)
+    # Full reload of the key and route caches, besides the change notifications.
+    cache_refresh_seconds: float = Field(default=30.0, gt=0)
+    # How long an unknown key id is remembered as unknown before the database is asked again.
+    negative_cache_seconds: float = Field(default=2.0, ge=0)

@@ -1,0 +1,1 @@
+"""Cove's control plane and, in `cove.platform.core`, the foundation every service shares."""

@@ -1,0 +1,1 @@
+"""The control-plane HTTP API: composition root of every admin endpoint."""

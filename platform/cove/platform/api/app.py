@@ -1,0 +1,119 @@
+"""The platform API: composition root of the control plane's admin endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel
+
+from cove.platform.core.db import Database
+from cove.platform.core.errors import UpstreamUnavailable
+from cove.platform.core.http import RequestIdMiddleware, install_error_handlers
+from cove.platform.core.logging import configure_logging
+from cove.platform.core.settings import CoveSettings
+from cove.platform.deployments.endpoints import router as deployments_router
+from cove.tenants.bus.endpoints import router as bus_router
+from cove.tenants.keys.endpoints import router as keys_router
+
+
+class PlatformSettings(CoveSettings):
+    service_name: str = "cove-platform"
+    # Built console (web/dist); a placeholder page is served when it is absent.
+    console_dir: Path | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: str
+    api: str
+
+
+def cove_version() -> str:
+    try:
+        return version("cove")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0+unknown"
+
+
+PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Cove console</title></head><body>
+<main><h1>Cove</h1><p>The platform API is running. The admin console arrives with the console
+work; until then use the <a href="/docs">API documentation</a>.</p></main></body></html>"""
+
+
+def create_app(settings: PlatformSettings | None = None) -> FastAPI:
+    settings = settings or PlatformSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings)
+        await db.open(wait=False)
+        app.state.db = db
+        app.state.pepper = settings.secret_key.get_secret_value().encode()
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="Cove platform API",
+        version=cove_version(),
+        description="Admin API of Cove: business units, API keys, model deployments.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Health:
+        """Readiness: Postgres answers."""
+        db: Database = app.state.db
+        try:
+            async with db.unscoped() as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:
+            raise UpstreamUnavailable(
+                "Postgres does not answer", code="database_unavailable"
+            ) from exc
+        return Health(status="ok")
+
+    @app.get("/api/v1/version", tags=["health"])
+    async def get_version() -> VersionInfo:
+        """The running Cove version."""
+        return VersionInfo(name="cove", version=cove_version(), api="v1")
+
+    app.include_router(bus_router)
+    app.include_router(keys_router)
+    app.include_router(deployments_router)
+
+    console = settings.console_dir
+    index = console / "index.html" if console else None
+
+    @app.get("/", include_in_schema=False)
+    async def console_index() -> Response:
+        if index is not None and index.is_file():
+            return FileResponse(index)
+        return HTMLResponse(PLACEHOLDER_PAGE)
+
+    return app
+
+
+def main_app() -> FastAPI:
+    """Factory for `uvicorn --factory cove.platform.api.app:main_app`."""
+    settings = PlatformSettings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

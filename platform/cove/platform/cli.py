@@ -1,0 +1,253 @@
+"""The `cove` command line: the local stack, migrations and day-to-day admin tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from cove.platform.core.settings import CoveSettings
+
+app = typer.Typer(help="Cove: an on-prem AI coding platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+bu_app = typer.Typer(help="Business units.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
+model_app = typer.Typer(help="Models.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(bu_app, name="bu")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(model_app, name="model")
+
+
+def _home() -> Path:
+    return Path(os.environ.get("COVE_HOME", ".cove"))
+
+
+def _load_stack_env() -> None:
+    """Let admin commands reach the local stack's database when run beside `cove up`."""
+    env_file = _home() / "env"
+    if not env_file.exists():
+        return
+    for line in env_file.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("COVE_"):
+            os.environ.setdefault(key, value)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def up() -> None:
+    """Start the whole local stack in the foreground; Ctrl-C stops it."""
+    from cove.platform.local.stack import Stack, StackError, StackSettings
+
+    try:
+        settings = StackSettings(
+            external_database="COVE_DATABASE_URL" in os.environ,
+            external_redis="COVE_REDIS_URL" in os.environ,
+        )
+    except ValueError as exc:
+        raise _fail(f"invalid settings: {exc}", 2) from exc
+    stack = Stack(settings, echo=lambda line: typer.echo(line, err=False))
+    try:
+        stack.up()
+    except StackError as exc:
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    stack.wait()
+
+
+@app.command()
+def down(
+    purge: Annotated[bool, typer.Option(help="Also delete the local database and logs")] = False,
+) -> None:
+    """Stop the local stack started by `cove up`."""
+    from cove.platform.local.stack import down as stop_stack
+
+    stop_stack(_home(), echo=typer.echo)
+    if purge:
+        shutil.rmtree(_home(), ignore_errors=True)
+        typer.echo(f"cove: removed {_home()}")
+
+
+@app.command()
+def version() -> None:
+    """Print Cove's version."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(dist_version("cove"))
+
+
+@db_app.command("migrate")
+def db_migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply schema migrations (COVE_DATABASE_URL)."""
+    from sqlalchemy.exc import OperationalError
+
+    from cove.platform.core import migrate
+
+    _load_stack_env()
+    settings = CoveSettings()
+    try:
+        migrate.upgrade(settings.database_url, revision)
+        current = migrate.current_revision(settings.database_url)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise _fail(f"the database does not answer: {reason}") from exc
+    typer.echo(f"database at revision {current}")
+
+
+def _cli_principal() -> Any:
+    from cove.tenants.principal import Principal, Role, Scope
+
+    return Principal(
+        subject=f"cli:{getpass.getuser()}",
+        username=f"cli:{getpass.getuser()}",
+        tenant_id=None,
+        user_id=None,
+        roles=frozenset({Role.PLATFORM_ADMIN}),
+        scopes=frozenset({Scope.ADMIN_READ, Scope.ADMIN_WRITE}),
+    )
+
+
+def _run_with_db(work: Any) -> Any:
+    from cove.platform.core.db import Database
+
+    _load_stack_env()
+    settings = CoveSettings()
+
+    async def runner() -> Any:
+        db = Database(settings, min_size=0)
+        await db.open(timeout=5)
+        try:
+            return await work(db, settings)
+        finally:
+            await db.close()
+
+    return asyncio.run(runner())
+
+
+@bu_app.command("create")
+def bu_create(
+    slug: str,
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
+    gpu_quota: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Create a business unit."""
+    from pydantic import ValidationError
+
+    from cove.platform.core.errors import CoveError
+    from cove.tenants.bus import service
+    from cove.tenants.bus.schemas import BusinessUnitCreate
+
+    try:
+        data = BusinessUnitCreate(slug=slug, name=name or slug, gpu_quota=gpu_quota)
+    except ValidationError as exc:
+        raise _fail(f"invalid business unit: {exc.errors()[0]['msg']}", 2) from exc
+
+    async def work(db: Any, _settings: Any) -> Any:
+        return await service.create(db, _cli_principal(), data)
+
+    try:
+        bu = _run_with_db(work)
+    except CoveError as exc:
+        raise _fail(f"{exc.message} ({exc.error_code})") from exc
+    _print_json(bu.model_dump(mode="json"))
+
+
+@bu_app.command("list")
+def bu_list() -> None:
+    """List business units."""
+    from cove.tenants.bus import service
+
+    async def work(db: Any, _settings: Any) -> Any:
+        return await service.list_visible(db, _cli_principal())
+
+    _print_json([bu.model_dump(mode="json") for bu in _run_with_db(work)])
+
+
+@apikey_app.command("create")
+def apikey_create(
+    bu: Annotated[str, typer.Option(help="Slug of the business unit")],
+    name: Annotated[str, typer.Option(help="What the key is for")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="completions, events, admin:read, admin:write")
+    ] = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Issue an API key for a business unit; the key is printed once."""
+    from pydantic import ValidationError
+
+    from cove.platform.core.errors import CoveError
+    from cove.tenants.bus import repository as bu_repository
+    from cove.tenants.keys import service
+    from cove.tenants.keys.schemas import ApiKeyCreate
+
+    try:
+        data = ApiKeyCreate(
+            name=name,
+            scopes=scope or ["completions", "events"],
+            expires_in_days=expires_in_days,
+        )
+    except ValidationError as exc:
+        raise _fail(f"invalid key request: {exc.errors()[0]['msg']}", 2) from exc
+
+    async def work(db: Any, settings: CoveSettings) -> Any:
+        async with db.platform() as conn:
+            found = await bu_repository.get_by_slug(conn, bu)
+        if found is None:
+            raise _fail(f"no business unit with slug '{bu}'")
+        pepper = settings.secret_key.get_secret_value().encode()
+        return await service.create(db, pepper, _cli_principal(), found.id, data)
+
+    try:
+        created = _run_with_db(work)
+    except CoveError as exc:
+        raise _fail(f"{exc.message} ({exc.error_code})") from exc
+    _print_json(created.model_dump(mode="json"))
+
+
+@model_app.command("build-tiny")
+def model_build_tiny(
+    out: Annotated[Path | None, typer.Option(help="Output directory")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Build the tiny Llama model with FIM tokens used by the local stack and tests."""
+    from cove.finetune.tinymodel import build_tiny_model
+    from cove.platform.local.stack import default_cache_dir, tiny_model_dir
+
+    target = out or tiny_model_dir(default_cache_dir())
+    if seed != 0 and out is None:
+        target = target.with_name(f"cove-tiny-seed{seed}")
+    build_tiny_model(target, seed=seed)
+    typer.echo(str(target))
+
+
+def _mount_optional() -> None:
+    try:
+        from cove.gateway.policy.cli import policy_app
+    except ImportError:  # the gateway extra is not installed
+        return
+    app.add_typer(policy_app, name="policy", help="Dry-run data-plane policy.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()

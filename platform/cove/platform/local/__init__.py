@@ -1,0 +1,1 @@
+"""The local runtime: everything `cove up` starts on one machine, for development and tests."""

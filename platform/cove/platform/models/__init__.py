@@ -1,0 +1,1 @@
+"""The model catalog: base models and adapters."""

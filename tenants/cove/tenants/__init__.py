@@ -1,0 +1,1 @@
+"""The tenancy kernel: business units, users and roles, API keys, principals, audit."""

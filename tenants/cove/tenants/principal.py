@@ -1,0 +1,41 @@
+"""Who is calling, as every Cove service sees it after authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from uuid import UUID
+
+
+class Role(StrEnum):
+    PLATFORM_ADMIN = "platform-admin"
+    BU_ADMIN = "bu-admin"
+    DEVELOPER = "developer"
+    VIEWER = "viewer"
+
+
+class Scope(StrEnum):
+    COMPLETIONS = "completions"
+    EVENTS = "events"
+    ADMIN_READ = "admin:read"
+    ADMIN_WRITE = "admin:write"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    username: str
+    # None for a platform-wide principal (a platform admin's key).
+    tenant_id: UUID | None
+    user_id: UUID | None
+    roles: frozenset[Role]
+    scopes: frozenset[Scope]
+    key_id: str | None = None
+    groups: tuple[str, ...] = field(default=())
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return Role.PLATFORM_ADMIN in self.roles
+
+    def can(self, scope: Scope) -> bool:
+        return scope in self.scopes
