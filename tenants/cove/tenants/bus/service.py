@@ -68,6 +68,8 @@ async def get(db: Database, principal: Principal, bu_id: UUID) -> BusinessUnit:
 async def update(
     db: Database, principal: Principal, bu_id: UUID, data: BusinessUnitUpdate
 ) -> BusinessUnit:
+    if not principal.is_platform_admin and principal.tenant_id != bu_id:
+        raise NotFound("No such business unit", code="bu_not_found")
     _require_platform_admin(principal)
     values = data.model_dump(exclude_unset=True)
     async with db.platform() as conn:
@@ -86,4 +88,6 @@ async def update(
             target=f"bu:{after.slug}",
             changes=audit.diff(before.model_dump(mode="json"), after.model_dump(mode="json")),
         )
+        # Gateways reload keys (which carry the BU's status) on this notification.
+        await conn.execute("SELECT pg_notify('cove_auth', %s)", (f"bu:{bu_id}",))
     return after

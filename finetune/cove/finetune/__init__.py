@@ -1,0 +1,1 @@
+"""Private-SDK fine-tuning: datasets, LoRA training, evaluation and the models they start from."""

@@ -1,0 +1,79 @@
+"""Every tenant-owned endpoint, called by BU A's admin with BU B's ids: 404, nothing changes.
+
+The route list comes from the OpenAPI document, so a new tenant-owned endpoint without a case
+here fails `test_every_tenant_owned_route_is_covered`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cove.platform.core.db import Database
+from tests.factories import bearer
+
+# (method, path template, JSON body) for every route under /api/v1/bus/{bu_id}.
+CASES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/api/v1/bus/{bu_id}", None),
+    ("PATCH", "/api/v1/bus/{bu_id}", {"name": "taken over"}),
+    ("GET", "/api/v1/bus/{bu_id}/api-keys", None),
+    ("POST", "/api/v1/bus/{bu_id}/api-keys", {"name": "intruder"}),
+    ("DELETE", "/api/v1/bus/{bu_id}/api-keys/{key_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/deployments", None),
+    (
+        "POST",
+        "/api/v1/bus/{bu_id}/deployments",
+        {"name": "evil", "model": "cove-tiny", "endpoint_url": "http://127.0.0.1:1"},
+    ),
+    ("GET", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", None),
+]
+
+
+async def _snapshot(db: Database, tenant_id: uuid.UUID) -> tuple[Any, ...]:
+    async with db.platform() as conn:
+        keys = await (
+            await conn.execute(
+                "SELECT id, name, revoked_at FROM api_keys WHERE tenant_id=%s ORDER BY id",
+                (tenant_id,),
+            )
+        ).fetchall()
+        bu = await (
+            await conn.execute("SELECT name, status FROM tenants WHERE id=%s", (tenant_id,))
+        ).fetchone()
+        deployments = await (
+            await conn.execute(
+                "SELECT id FROM model_deployments WHERE tenant_id=%s", (tenant_id,)
+            )
+        ).fetchall()
+    return keys, bu, deployments
+
+
+async def test_every_tenant_owned_route_is_covered(api: Any) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    tenant_routes = {
+        (method.upper(), path)
+        for path, ops in spec["paths"].items()
+        if path.startswith("/api/v1/bus/{bu_id}")
+        for method in ops
+    }
+    covered = {(m, p) for m, p, _ in CASES}
+    assert tenant_routes == covered
+
+
+async def test_bu_a_cannot_read_or_change_bu_b(api: Any, world: dict[str, Any], db: Database) -> None:
+    b = world["b"]
+    before = await _snapshot(db, b["bu"].id)
+    ids = {
+        "bu_id": b["bu"].id,
+        "key_id": b["dev_key_id"],
+        "deployment_id": uuid.uuid4(),
+    }
+    for method, template, body in CASES:
+        for key in (world["a"]["admin_key"], world["a"]["dev_key"]):
+            resp = await api.request(
+                method, template.format(**ids), json=body, headers=bearer(key)
+            )
+            assert resp.status_code in (403, 404), (method, template, resp.status_code, resp.text)
+            if key == world["a"]["admin_key"]:
+                assert resp.status_code == 404, (method, template, resp.text)
+    assert await _snapshot(db, b["bu"].id) == before
