@@ -8,6 +8,7 @@ xdist worker) gets its own freshly migrated database, dropped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -128,8 +129,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     data = tmp_path_factory.mktemp("redis")
     proc = spawn(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(data)],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
         env=dict(os.environ),
         log_file=data / "redis.log",
     )
@@ -156,10 +168,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from cove.finetune.tinymodel import build_tiny_model, is_model_dir
+    from cove.finetune.tinymodel import build_tiny_model, is_current_tiny_model
 
     target = tiny_model_dir(default_cache_dir())
-    if is_model_dir(target) is not None:
+    if not is_current_tiny_model(target):
         build_tiny_model(target)
     return target
 
@@ -188,16 +200,17 @@ def vllm_url(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: http_ok(f"{url}/health"), timeout=300, what="vLLM",
-            alive=lambda: proc.poll() is None, log_file=log_file,
+            lambda: http_ok(f"{url}/health"),
+            timeout=300,
+            what="vLLM",
+            alive=lambda: proc.poll() is None,
+            log_file=log_file,
         )
         yield url
     finally:
         stop_process_group(proc.pid, grace=15)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # ---- In-process servers ---------------------------------------------------------------------
@@ -209,7 +222,11 @@ class ServerThread:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
             loop="asyncio",
         )
         self.server = uvicorn.Server(config)

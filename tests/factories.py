@@ -57,7 +57,10 @@ async def make_world(db: Database, pepper: bytes) -> dict[str, Any]:
             await key_repository.set_membership(conn, bu.id, bu_admin, "bu-admin")
             await key_repository.set_membership(conn, bu.id, dev, "developer")
             admin_key, admin_key_id = await add_key(
-                conn, pepper, tenant_id=bu.id, user_id=bu_admin,
+                conn,
+                pepper,
+                tenant_id=bu.id,
+                user_id=bu_admin,
                 scopes=["admin:read", "admin:write", "completions", "events"],
             )
             dev_key, dev_key_id = await add_key(

@@ -14,7 +14,10 @@ def test_stdlib_platform_module_is_not_shadowed_from_the_repo_root() -> None:
     # `-c` puts the current directory first on sys.path, as pytest and `python -m` do.
     result = subprocess.run(
         [sys.executable, "-c", "import platform; print(platform.system())"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in {"Linux", "Darwin", "Windows"}

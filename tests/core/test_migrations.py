@@ -37,8 +37,15 @@ def test_upgrade_from_empty_reaches_head_with_every_table(empty_database: str) -
     migrate.upgrade(empty_database)
     assert migrate.current_revision(empty_database) == migrate.head_revision()
     assert {
-        "tenants", "users", "memberships", "api_keys", "models", "model_deployments",
-        "usage_events", "audit_log", "alembic_version",
+        "tenants",
+        "users",
+        "memberships",
+        "api_keys",
+        "models",
+        "model_deployments",
+        "usage_events",
+        "audit_log",
+        "alembic_version",
     } <= _tables(empty_database)
 
 

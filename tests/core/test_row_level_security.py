@@ -26,7 +26,9 @@ async def test_a_tenant_scope_sees_only_its_own_rows(db: Database, world: dict[s
     a, b = world["a"]["bu"], world["b"]["bu"]
     async with db.tenant(a.id) as conn:
         slugs = await (await conn.execute("SELECT slug FROM tenants")).fetchall()
-        key_tenants = await (await conn.execute("SELECT DISTINCT tenant_id FROM api_keys")).fetchall()
+        key_tenants = await (
+            await conn.execute("SELECT DISTINCT tenant_id FROM api_keys")
+        ).fetchall()
         foreign = await (
             await conn.execute("SELECT count(*) FROM memberships WHERE tenant_id = %s", (b.id,))
         ).fetchone()

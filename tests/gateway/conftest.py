@@ -17,19 +17,32 @@ FIM = {"prefix": "<fim_prefix>", "suffix": "<fim_suffix>", "middle": "<fim_middl
 
 
 async def add_deployment(
-    db: Database, tenant_id: Any, endpoint_url: str, *, model: str = "cove-tiny",
-    served: str = "cove-tiny", name: str = "default", fim: dict[str, str] | None = FIM,
+    db: Database,
+    tenant_id: Any,
+    endpoint_url: str,
+    *,
+    model: str = "cove-tiny",
+    served: str = "cove-tiny",
+    name: str = "default",
+    fim: dict[str, str] | None = FIM,
 ) -> None:
     async with db.platform() as conn:
         model_id = await model_repository.upsert_base_model(
-            conn, name=model, location="/models/tiny", family="llama", fim_tokens=fim,
+            conn,
+            name=model,
+            location="/models/tiny",
+            family="llama",
+            fim_tokens=fim,
             context_length=1024,
         )
         await deployment_repository.upsert(
             conn,
             {
-                "tenant_id": tenant_id, "name": name, "model_id": model_id,
-                "served_model_name": served, "endpoint_url": endpoint_url,
+                "tenant_id": tenant_id,
+                "name": name,
+                "model_id": model_id,
+                "served_model_name": served,
+                "endpoint_url": endpoint_url,
             },
         )
 

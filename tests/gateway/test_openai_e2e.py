@@ -40,7 +40,8 @@ def test_completion_plain(served: ServerThread, world: dict[str, Any]) -> None:
     assert raw.headers["x-cove-model-version"] == "cove-tiny"
     assert completion.model == "cove-tiny"
     assert len(completion.choices) == 1
-    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens > 0
     assert isinstance(completion.choices[0].text, str)
 
 
@@ -49,8 +50,12 @@ def test_completion_fill_in_the_middle_uses_the_models_fim_tokens(
 ) -> None:
     client = _client(served, world["a"]["dev_key"])
     completion = client.completions.create(
-        model="cove-tiny", prompt="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n",
-        max_tokens=8, temperature=0, extra_body={"echo": True},
+        model="cove-tiny",
+        prompt="def add(a, b):\n    ",
+        suffix="\n\nprint(add(1, 2))\n",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"echo": True},
     )
     echoed = completion.choices[0].text
     # vLLM echoes the prompt it received: the gateway rewrote it into the FIM layout.
@@ -72,12 +77,15 @@ def test_completion_streaming(served: ServerThread, world: dict[str, Any]) -> No
 def test_chat_completion_plain_and_streaming(served: ServerThread, world: dict[str, Any]) -> None:
     client = _client(served, world["a"]["dev_key"])
     chat = client.chat.completions.create(
-        model="cove-tiny", messages=[{"role": "user", "content": "Write hello world"}],
+        model="cove-tiny",
+        messages=[{"role": "user", "content": "Write hello world"}],
         max_tokens=8,
     )
     assert chat.choices[0].message.role == "assistant"
     stream = client.chat.completions.create(
-        model="cove-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=8,
+        model="cove-tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=8,
         stream=True,
     )
     deltas = [c.choices[0].delta for c in stream if c.choices]
@@ -117,7 +125,10 @@ def test_other_bus_model_is_not_found_for_bu_b(served: ServerThread, world: dict
 def test_malformed_and_wrongly_typed_bodies_get_400(
     served: ServerThread, world: dict[str, Any]
 ) -> None:
-    headers = {"Authorization": f"Bearer {world['a']['dev_key']}", "content-type": "application/json"}
+    headers = {
+        "Authorization": f"Bearer {world['a']['dev_key']}",
+        "content-type": "application/json",
+    }
     malformed = httpx.post(f"{served.url}/v1/completions", content=b'{"prompt": ', headers=headers)
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "malformed_json"
@@ -151,8 +162,12 @@ def test_revoked_key_is_refused_within_five_seconds(
         db = Database(settings, min_size=0)
         await db.open()
         admin = Principal(
-            subject="t", username="t", tenant_id=None, user_id=None,
-            roles=frozenset({Role.PLATFORM_ADMIN}), scopes=frozenset({Scope.ADMIN_WRITE}),
+            subject="t",
+            username="t",
+            tenant_id=None,
+            user_id=None,
+            roles=frozenset({Role.PLATFORM_ADMIN}),
+            scopes=frozenset({Scope.ADMIN_WRITE}),
         )
         await service.revoke(db, admin, world["a"]["bu"].id, world["a"]["dev_key_id"])
         await db.close()

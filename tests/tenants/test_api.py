@@ -8,7 +8,9 @@ from cove.platform.core.db import Database
 from tests.factories import bearer
 
 
-async def test_platform_admin_creates_and_lists_business_units(api: Any, world: dict[str, Any]) -> None:
+async def test_platform_admin_creates_and_lists_business_units(
+    api: Any, world: dict[str, Any]
+) -> None:
     resp = await api.post(
         "/api/v1/bus",
         json={"slug": "payments", "name": "Payments", "gpu_quota": 4},
@@ -38,7 +40,9 @@ async def test_duplicate_slug_is_a_conflict_and_changes_nothing(
 
 async def test_bad_input_gets_a_machine_readable_4xx(api: Any, world: dict[str, Any]) -> None:
     headers = bearer(world["admin_key"])
-    bad_slug = await api.post("/api/v1/bus", json={"slug": "Bad Slug!", "name": "x"}, headers=headers)
+    bad_slug = await api.post(
+        "/api/v1/bus", json={"slug": "Bad Slug!", "name": "x"}, headers=headers
+    )
     assert bad_slug.status_code == 422
     assert bad_slug.json()["error"]["code"] == "validation_failed"
     assert bad_slug.json()["error"]["details"]["errors"][0]["loc"][-1] == "slug"
@@ -113,7 +117,8 @@ async def test_audit_log_records_admin_actions_without_secrets(
 ) -> None:
     bu = world["a"]["bu"]
     created = await api.post(
-        f"/api/v1/bus/{bu.id}/api-keys", json={"name": "audited"},
+        f"/api/v1/bus/{bu.id}/api-keys",
+        json={"name": "audited"},
         headers=bearer(world["a"]["admin_key"]),
     )
     plaintext = created.json()["key"]

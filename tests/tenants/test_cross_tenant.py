@@ -41,9 +41,7 @@ async def _snapshot(db: Database, tenant_id: uuid.UUID) -> tuple[Any, ...]:
             await conn.execute("SELECT name, status FROM tenants WHERE id=%s", (tenant_id,))
         ).fetchone()
         deployments = await (
-            await conn.execute(
-                "SELECT id FROM model_deployments WHERE tenant_id=%s", (tenant_id,)
-            )
+            await conn.execute("SELECT id FROM model_deployments WHERE tenant_id=%s", (tenant_id,))
         ).fetchall()
     return keys, bu, deployments
 
@@ -60,7 +58,9 @@ async def test_every_tenant_owned_route_is_covered(api: Any) -> None:
     assert tenant_routes == covered
 
 
-async def test_bu_a_cannot_read_or_change_bu_b(api: Any, world: dict[str, Any], db: Database) -> None:
+async def test_bu_a_cannot_read_or_change_bu_b(
+    api: Any, world: dict[str, Any], db: Database
+) -> None:
     b = world["b"]
     before = await _snapshot(db, b["bu"].id)
     ids = {
@@ -70,9 +70,7 @@ async def test_bu_a_cannot_read_or_change_bu_b(api: Any, world: dict[str, Any], 
     }
     for method, template, body in CASES:
         for key in (world["a"]["admin_key"], world["a"]["dev_key"]):
-            resp = await api.request(
-                method, template.format(**ids), json=body, headers=bearer(key)
-            )
+            resp = await api.request(method, template.format(**ids), json=body, headers=bearer(key))
             assert resp.status_code in (403, 404), (method, template, resp.status_code, resp.text)
             if key == world["a"]["admin_key"]:
                 assert resp.status_code == 404, (method, template, resp.text)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 # Bump whenever a build with the same seed and sources would produce different files.
-BUILDER_VERSION: Final = 1
+BUILDER_VERSION: Final = 2
 TINY_MODEL_NAME: Final = "cove-tiny"
 METADATA_FILE: Final = "cove_model.json"
 CONTEXT_LENGTH: Final = 1024
@@ -127,7 +127,14 @@ def build_tiny_model(
         staging.chmod(0o755)
         tokenizer = _train_tokenizer(training_files, vocab_size)
         _save_tokenizer(tokenizer, staging)
-        _save_model(staging, vocab_size=len(tokenizer), seed=seed)
+        special_ids = {token: _single_token_id(tokenizer, token) for token in _SPECIAL_TOKENS}
+        _save_model(
+            staging,
+            vocab_size=len(tokenizer),
+            end_of_text_id=special_ids[END_OF_TEXT],
+            marker_ids=[special_ids[marker] for marker in FIM_TOKENS.values()],
+            seed=seed,
+        )
         metadata = {
             "name": TINY_MODEL_NAME,
             "family": "llama",
@@ -158,6 +165,24 @@ def is_model_dir(path: Path) -> str | None:
         return _model_dir_problem(path)
     except OSError as exc:
         return f"{path} cannot be read: {exc}"
+
+
+def is_current_tiny_model(path: Path, *, seed: int = 0) -> bool:
+    """True when `path` holds a usable build of this builder's version for `seed`.
+
+    A cached build from an older builder still passes `is_model_dir`; this tells a caller
+    that caches the tiny model when to build it again.
+    """
+    path = Path(path)
+    if is_model_dir(path) is not None:
+        return False
+    metadata = _read_json_object(path / METADATA_FILE)
+    return (
+        metadata is not None
+        and metadata.get("name") == TINY_MODEL_NAME
+        and metadata.get("builder_version") == BUILDER_VERSION
+        and metadata.get("seed") == seed
+    )
 
 
 def read_model_metadata(path: Path) -> dict[str, Any]:
@@ -248,11 +273,24 @@ def _save_tokenizer(tokenizer: Any, directory: Path) -> None:
     )
 
 
-def _save_model(directory: Path, *, vocab_size: int, seed: int) -> None:
+def _single_token_id(tokenizer: Any, token: str) -> int:
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise RuntimeError(f"{token!r} encodes as {len(ids)} tokens instead of one")
+    return int(ids[0])
+
+
+def _save_model(
+    directory: Path,
+    *,
+    vocab_size: int,
+    end_of_text_id: int,
+    marker_ids: Sequence[int],
+    seed: int,
+) -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    end_of_text_id = _SPECIAL_TOKENS.index(END_OF_TEXT)
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=128,
@@ -264,7 +302,9 @@ def _save_model(directory: Path, *, vocab_size: int, seed: int) -> None:
         bos_token_id=end_of_text_id,
         eos_token_id=end_of_text_id,
         pad_token_id=end_of_text_id,
-        tie_word_embeddings=True,
+        # A random model with tied embeddings mostly echoes its last input token, so a FIM
+        # prompt (ending in <fim_middle>) would yield only special tokens, i.e. empty text.
+        tie_word_embeddings=False,
     )
     # A private RNG stream: the weights depend on the seed alone, and the caller's global
     # torch RNG is left as it was.
@@ -272,6 +312,11 @@ def _save_model(directory: Path, *, vocab_size: int, seed: int) -> None:
         torch.manual_seed(seed)
         # float32 even when the caller changed torch's default dtype: the build must not vary.
         model = LlamaForCausalLM(config).float()  # type: ignore[no-untyped-call,unused-ignore]
+    with torch.no_grad():
+        # A zero output row scores below about half the vocabulary, so greedy decoding of the
+        # untrained model never picks a FIM marker, which vLLM would strip to empty text.
+        for marker_id in marker_ids:
+            model.lm_head.weight[marker_id].zero_()
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call,unused-ignore]
         bos_token_id=end_of_text_id,
         eos_token_id=end_of_text_id,

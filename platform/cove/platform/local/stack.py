@@ -168,6 +168,14 @@ class Stack:
                 ],
                 env,
             )
+            base = f"http://127.0.0.1:{self.settings.platform_port}"
+            gw = f"http://127.0.0.1:{self.settings.gateway_port}"
+            self._wait_http(platform, f"{base}/readyz", 60)
+            self._wait_http(gateway, f"{gw}/healthz", 60)
+            self.echo("cove: waiting for vLLM to load the model")
+            self._wait_http(vllm, f"{vllm_url}/health", self.settings.vllm_start_timeout)
+            # The worker and beat start once the model answers, so the first health check
+            # records the instance as ready rather than as down.
             worker = self._spawn(
                 "worker",
                 [
@@ -202,14 +210,8 @@ class Stack:
                 ],
                 env,
             )
-            base = f"http://127.0.0.1:{self.settings.platform_port}"
-            gw = f"http://127.0.0.1:{self.settings.gateway_port}"
-            self._wait_http(platform, f"{base}/readyz", 60)
-            self._wait_http(gateway, f"{gw}/healthz", 60)
             self._wait_log(worker, "ready.", 60)
             self._wait_log(beat, "beat: Starting", 30)
-            self.echo("cove: waiting for vLLM to load the model")
-            self._wait_http(vllm, f"{vllm_url}/health", self.settings.vllm_start_timeout)
             self.urls = {"console": base + "/", "platform": base, "gateway": gw, "vllm": vllm_url}
             self._write_run_file()
         except BaseException:
@@ -299,7 +301,12 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     def _model(self) -> tuple[Path, dict[str, Any]]:
-        from cove.finetune.tinymodel import build_tiny_model, is_model_dir, read_model_metadata
+        from cove.finetune.tinymodel import (
+            build_tiny_model,
+            is_current_tiny_model,
+            is_model_dir,
+            read_model_metadata,
+        )
 
         if self.settings.model is not None:
             model_dir = self.settings.model.expanduser().resolve()
@@ -312,7 +319,7 @@ class Stack:
                 )
             return model_dir, read_model_metadata(model_dir)
         model_dir = tiny_model_dir(self.settings.cache_dir)
-        if is_model_dir(model_dir) is not None:
+        if not is_current_tiny_model(model_dir):
             self.echo(f"cove: building the tiny model in {model_dir} (once)")
             build_tiny_model(model_dir)
         return model_dir, read_model_metadata(model_dir)
