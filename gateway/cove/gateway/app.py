@@ -28,8 +28,13 @@ from cove.platform.core.errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from cove.platform.core.http import RequestIdMiddleware, install_error_handlers
+from cove.platform.core.http import (
+    RequestIdMiddleware,
+    TelemetryMiddleware,
+    install_error_handlers,
+)
 from cove.platform.core.logging import configure_logging
+from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.tenants.principal import Principal, Scope
 
 MODEL_VERSION_HEADER = "x-cove-model-version"
@@ -123,7 +128,9 @@ def _reply(reply: UpstreamReply, route: Route) -> Response:
     )
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings | None = None, telemetry: Telemetry | None = None
+) -> FastAPI:
     settings = settings or GatewaySettings()
     pepper = settings.secret_key.get_secret_value().encode()
 
@@ -157,6 +164,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="OpenAI-compatible API for IDE plugins, in front of each BU's models.",
         lifespan=lifespan,
     )
+    if telemetry is not None:
+        app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, render=lambda err: err.to_openai())
 
@@ -295,4 +304,5 @@ def main_app() -> FastAPI:
     """Factory for `uvicorn --factory cove.gateway.app:main_app`."""
     settings = GatewaySettings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(settings)
+    telemetry = setup_telemetry(settings.service_name, otlp_endpoint=settings.otlp_endpoint)
+    return create_app(settings, telemetry)

@@ -13,9 +13,14 @@ from pydantic import BaseModel
 
 from cove.platform.core.db import Database
 from cove.platform.core.errors import UpstreamUnavailable
-from cove.platform.core.http import RequestIdMiddleware, install_error_handlers
+from cove.platform.core.http import (
+    RequestIdMiddleware,
+    TelemetryMiddleware,
+    install_error_handlers,
+)
 from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
+from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import router as deployments_router
 from cove.tenants.bus.endpoints import router as bus_router
 from cove.tenants.keys.endpoints import router as keys_router
@@ -50,7 +55,9 @@ PLACEHOLDER_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"
 work; until then use the <a href="/docs">API documentation</a>.</p></main></body></html>"""
 
 
-def create_app(settings: PlatformSettings | None = None) -> FastAPI:
+def create_app(
+    settings: PlatformSettings | None = None, telemetry: Telemetry | None = None
+) -> FastAPI:
     settings = settings or PlatformSettings()
 
     @asynccontextmanager
@@ -70,6 +77,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         description="Admin API of Cove: business units, API keys, model deployments.",
         lifespan=lifespan,
     )
+    if telemetry is not None:
+        app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
@@ -116,4 +125,5 @@ def main_app() -> FastAPI:
     """Factory for `uvicorn --factory cove.platform.api.app:main_app`."""
     settings = PlatformSettings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(settings)
+    telemetry = setup_telemetry(settings.service_name, otlp_endpoint=settings.otlp_endpoint)
+    return create_app(settings, telemetry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from opentelemetry import propagate, trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cove.platform.core.errors import CoveError
 from cove.platform.core.logging import request_id_var
+from cove.platform.core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +117,54 @@ def _error(status: int, code: str, message: str) -> CoveError:
     if status < 500:
         err.kind = "invalid_request_error"  # type: ignore[misc]
     return err
+
+
+class TelemetryMiddleware:
+    """One server span per HTTP request and a request-duration histogram.
+
+    Incoming W3C `traceparent` headers are honoured, so a caller's trace continues here.
+    """
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.tracer = telemetry.tracer("cove.http")
+        self.duration = telemetry.meter("cove.http").create_histogram(
+            "http.server.request.duration", unit="s", description="HTTP request duration"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        context = propagate.extract(carrier)
+        route = scope.get("path", "")
+        status = {"code": 500}
+
+        async def record_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span(
+            f"{scope['method']} {route}", context=context, kind=trace.SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", scope["method"])
+            span.set_attribute("url.path", route)
+            try:
+                await self.app(scope, receive, record_status)
+            finally:
+                span.set_attribute("http.response.status_code", status["code"])
+                request_id = request_id_var.get()
+                if request_id:
+                    span.set_attribute("cove.request_id", request_id)
+                if status["code"] >= 500:
+                    span.set_status(trace.StatusCode.ERROR)
+                self.duration.record(
+                    time.perf_counter() - started,
+                    {
+                        "http.request.method": scope["method"],
+                        "http.response.status_code": status["code"],
+                    },
+                )
