@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -239,11 +240,12 @@ def model_build_tiny(
 
 
 def _mount_optional() -> None:
+    # The policy commands live with the gateway, which an API-only install may lack.
     try:
-        from cove.gateway.policy.cli import policy_app
-    except ImportError:  # the gateway extra is not installed
+        module = importlib.import_module("cove.gateway.policy.cli")
+    except ImportError:
         return
-    app.add_typer(policy_app, name="policy", help="Dry-run data-plane policy.")
+    app.add_typer(module.policy_app, name="policy", help="Dry-run data-plane policy.")
 
 
 _mount_optional()
