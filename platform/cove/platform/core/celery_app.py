@@ -30,3 +30,35 @@ def create_celery(settings: CoveSettings, *, include: list[str] | None = None) -
         enable_utc=True,
     )
     return app
+
+
+class AfterCommit:
+    """Tasks to send only once the transaction that made their work has committed.
+
+    A worker must never pick up an id whose row it cannot see yet, nor one whose transaction
+    rolled back. Use it around a scoped transaction:
+
+        outbox = AfterCommit(celery)
+        async with db.tenant(bu_id) as conn:
+            ...
+            outbox.add("deployment.reconcile", deployment_id)
+        outbox.send()        # only reached when the block committed
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._pending: list[tuple[str, list[str]]] = []
+
+    def add(self, task_name: str, *ids: object) -> None:
+        self._pending.append((task_name, [str(i) for i in ids]))
+
+    def send(self) -> int:
+        sent = 0
+        for name, args in self._pending:
+            self._app.send_task(name, args=args)
+            sent += 1
+        self._pending.clear()
+        return sent
+
+    def discard(self) -> None:
+        self._pending.clear()
