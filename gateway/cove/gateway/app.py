@@ -1,24 +1,39 @@
-"""The gateway application: OpenAI-compatible endpoints in front of each BU's model instances.
+"""The gateway application: OpenAI- and Tabby-compatible endpoints in front of each BU's
+model instances.
 
 The hot path is deliberately lean: the body is parsed once with orjson (no model validation
-layer), identity and routes come from in-memory caches, and responses are relayed as bytes.
+layer), identity and routes come from in-memory caches, responses are relayed as bytes, and
+usage events are handed to a background writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aiohttp
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
+from cove.gateway import openapi, tabby
 from cove.gateway.caches import CacheRefresher, KeyCache, Route, RouteCache
 from cove.gateway.errors import FimNotSupported, MalformedJson, ModelNotFound
+from cove.gateway.events import (
+    EventRejected,
+    EventSink,
+    UsageEvent,
+    parse_client_event,
+    postgres_writer,
+)
 from cove.gateway.proxy import Upstream, UpstreamReply, relay
+from cove.gateway.served import Offer, SseTap, offer_from_body
 from cove.gateway.settings import GatewaySettings
 from cove.platform.core.db import Database
 from cove.platform.core.errors import (
@@ -38,54 +53,13 @@ from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.tenants.principal import Principal, Scope
 
 MODEL_VERSION_HEADER = "x-cove-model-version"
-
-_COMPLETION_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["prompt"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "suffix": {"type": "string"},
-                        "max_tokens": {"type": "integer", "minimum": 1},
-                        "temperature": {"type": "number"},
-                        "stream": {"type": "boolean"},
-                        "stop": {"oneOf": [{"type": "string"}, {"type": "array"}]},
-                        "n": {"type": "integer", "minimum": 1},
-                    },
-                }
-            }
-        },
-    }
-}
-_CHAT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["messages"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "messages": {"type": "array", "items": {"type": "object"}},
-                        "max_tokens": {"type": "integer", "minimum": 1},
-                        "stream": {"type": "boolean"},
-                    },
-                }
-            }
-        },
-    }
-}
+FILE_PATH_HEADER = "x-cove-file-path"
 
 
 class Health(BaseModel):
     status: str
     keys: int
+    pending_events: int
 
 
 class ModelCard(BaseModel):
@@ -99,6 +73,24 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class EventRejection(BaseModel):
+    index: int
+    code: str
+    message: str
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    rejected: list[EventRejection]
+
+
+def gateway_version() -> str:
+    try:
+        return version("cove")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0+unknown"
+
+
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -110,13 +102,18 @@ def _bearer(request: Request) -> str:
 
 
 def _require(value: Any, kind: type | tuple[type, ...], name: str) -> None:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python; a JSON true is never a valid count.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise BadRequest(f"'{name}' has the wrong type", code="invalid_type", param=name)
 
 
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
+def _ide(request: Request) -> str | None:
+    explicit = request.headers.get("x-cove-ide")
+    if explicit:
+        return explicit[:100]
+    agent = request.headers.get("user-agent", "")
+    return agent.split(" ", 1)[0][:100] or None
 
 
 def _reply(reply: UpstreamReply, route: Route) -> Response:
@@ -133,10 +130,12 @@ def create_app(
 ) -> FastAPI:
     settings = settings or GatewaySettings()
     pepper = settings.secret_key.get_secret_value().encode()
+    cove_version = gateway_version()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings, min_size=1)
+        # Waiting long for a connection only delays spooling when Postgres is down.
+        db = Database(settings, min_size=1, acquire_timeout=settings.db_acquire_timeout)
         await db.open(wait=False)
         keys = KeyCache(db, pepper, settings.negative_cache_seconds)
         routes = RouteCache(db)
@@ -144,6 +143,13 @@ def create_app(
             settings.database_url, keys, routes, settings.cache_refresh_seconds
         )
         await refresher.start()
+        sink = EventSink(
+            postgres_writer(db),
+            settings.event_spool_dir,
+            batch_size=settings.event_batch_size,
+            flush_interval=settings.event_flush_seconds,
+        )
+        await sink.start()
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.upstream_pool_size, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout),
@@ -151,17 +157,24 @@ def create_app(
         )
         app.state.keys = keys
         app.state.routes = routes
+        app.state.events = sink
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
         try:
             yield
         finally:
             await refresher.stop()
             await session.close()
+            # Drain last: every completion served before shutdown must be recorded.
+            await sink.stop()
             await db.close()
 
     app = FastAPI(
         title="Cove gateway",
-        description="OpenAI-compatible API for IDE plugins, in front of each BU's models.",
+        description=(
+            "OpenAI- and Tabby-compatible API for IDE plugins, in front of each business "
+            "unit's models. Errors use the OpenAI error envelope."
+        ),
+        version=cove_version,
         lifespan=lifespan,
     )
     if telemetry is not None:
@@ -170,7 +183,7 @@ def create_app(
     install_error_handlers(app, render=lambda err: err.to_openai())
 
     async def authenticate(request: Request, scope: Scope) -> Principal:
-        principal = await request.app.state.keys.authenticate(_bearer(request))
+        principal: Principal = await request.app.state.keys.authenticate(_bearer(request))
         if not principal.can(scope):
             raise Forbidden(f"This key lacks the '{scope}' scope", code="insufficient_scope")
         if principal.tenant_id is None:
@@ -196,12 +209,12 @@ def create_app(
             raise BadRequest("The request body must be a JSON object", code="invalid_body")
         return body
 
-    def resolve(request: Request, principal: Principal, body: dict[str, Any]) -> Route:
-        model = body.get("model")
+    def resolve(request: Request, principal: Principal, model: Any) -> Route:
         if model is not None:
             _require(model, str, "model")
         assert principal.tenant_id is not None
-        tenant = request.app.state.routes.for_tenant(principal.tenant_id)
+        routes: RouteCache = request.app.state.routes
+        tenant = routes.for_tenant(principal.tenant_id)
         route = tenant.find(model) if tenant is not None else None
         if route is None:
             if model is None:
@@ -215,7 +228,60 @@ def create_app(
             )
         return route
 
-    async def forward(request: Request, route: Route, path: str, body: dict[str, Any]) -> Response:
+    def served_recorder(
+        request: Request,
+        principal: Principal,
+        route: Route,
+        feature: str,
+        started: float,
+        language: str | None = None,
+    ) -> Callable[[Offer], None]:
+        sink: EventSink = request.app.state.events
+        ide = _ide(request)
+
+        def record(offer: Offer) -> None:
+            finished = time.perf_counter()
+            lines, chars = offer.lines_and_chars()
+            data: dict[str, Any] = {
+                "lines": lines,
+                "chars": chars,
+                "total_ms": round((finished - started) * 1000, 2),
+            }
+            if offer.first_byte_at is not None:
+                data["ttft_ms"] = round((offer.first_byte_at - started) * 1000, 2)
+            if offer.completion_tokens is not None:
+                data["completion_tokens"] = offer.completion_tokens
+            if offer.prompt_tokens is not None:
+                data["prompt_tokens"] = offer.prompt_tokens
+            if offer.cancelled:
+                data["cancelled"] = True
+            assert principal.tenant_id is not None
+            sink.emit(
+                UsageEvent(
+                    id=uuid.uuid4(),
+                    tenant_id=principal.tenant_id,
+                    event_type="completion.served",
+                    occurred_at=datetime.now(UTC),
+                    user_id=str(principal.user_id) if principal.user_id else principal.subject,
+                    completion_id=offer.completion_id,
+                    model_version=route.model,
+                    feature=feature,
+                    language=language,
+                    ide=ide,
+                    data=data,
+                )
+            )
+
+        return record
+
+    async def forward(
+        request: Request,
+        route: Route,
+        path: str,
+        body: dict[str, Any],
+        record: Callable[[Offer], None],
+        started: float,
+    ) -> Response:
         body["model"] = route.served_model_name
         url = route.endpoint_url + path
         upstream: Upstream = request.app.state.upstream
@@ -225,52 +291,85 @@ def create_app(
                 return _reply(error, route)
             assert resp is not None
             return StreamingResponse(
-                relay(resp),
+                relay(resp, SseTap(started, record)),
                 media_type="text/event-stream",
                 headers={MODEL_VERSION_HEADER: route.model, "cache-control": "no-cache"},
             )
-        return _reply(await upstream.post_json(url, body), route)
+        reply = await upstream.post_json(url, body)
+        if reply.status == 200:
+            offer = offer_from_body(reply.body)
+            offer.first_byte_at = time.perf_counter()
+            record(offer)
+        return _reply(reply, route)
 
     def check_common(body: dict[str, Any]) -> None:
         if "stream" in body:
             _require(body["stream"], bool, "stream")
-        if "max_tokens" in body and body["max_tokens"] is not None:
+        if body.get("max_tokens") is not None:
             _require(body["max_tokens"], int, "max_tokens")
             if body["max_tokens"] < 1:
                 raise BadRequest("'max_tokens' must be at least 1", param="max_tokens")
-        if "n" in body and body["n"] is not None:
+        if body.get("n") is not None:
             _require(body["n"], int, "n")
             if not 1 <= body["n"] <= 8:
                 raise BadRequest("'n' must be between 1 and 8", code="invalid_n", param="n")
+        if body.get("temperature") is not None:
+            _require(body["temperature"], (int, float), "temperature")
 
-    @app.post("/v1/completions", tags=["openai"], openapi_extra=_COMPLETION_BODY)
+    def fim_prompt(route: Route, prefix: str, suffix: str) -> str:
+        tokens = route.fim_tokens
+        if not tokens:
+            raise FimNotSupported(
+                f"The model '{route.model}' has no fill-in-the-middle tokens", param="suffix"
+            )
+        return f"{tokens['prefix']}{prefix}{tokens['suffix']}{suffix}{tokens['middle']}"
+
+    @app.post("/v1/completions", tags=["completions"], openapi_extra=openapi.COMPLETIONS)
     async def completions(request: Request) -> Response:
-        """Text completion, with `suffix` for fill-in-the-middle."""
+        """Text completion (OpenAI shape, `suffix` for fill-in-the-middle) or a Tabby
+        completion (`segments`)."""
+        started = time.perf_counter()
         principal = await authenticate(request, Scope.COMPLETIONS)
         body = await read_json(request)
+        if tabby.is_tabby_completion(body):
+            return await tabby_completion(request, principal, body, started)
         check_common(body)
         prompt = body.get("prompt")
         if prompt is None:
             raise BadRequest("'prompt' is required", code="missing_field", param="prompt")
         _require(prompt, str, "prompt")
-        route = resolve(request, principal, body)
+        route = resolve(request, principal, body.get("model"))
         suffix = body.pop("suffix", None)
         if suffix is not None:
             _require(suffix, str, "suffix")
-            tokens = route.fim_tokens
-            if not tokens:
-                raise FimNotSupported(
-                    f"The model '{route.model}' has no fill-in-the-middle tokens",
-                    param="suffix",
-                )
-            body["prompt"] = (
-                f"{tokens['prefix']}{prompt}{tokens['suffix']}{suffix}{tokens['middle']}"
-            )
-        return await forward(request, route, "/v1/completions", body)
+            body["prompt"] = fim_prompt(route, prompt, suffix)
+        record = served_recorder(request, principal, route, "completion", started)
+        return await forward(request, route, "/v1/completions", body, record, started)
 
-    @app.post("/v1/chat/completions", tags=["openai"], openapi_extra=_CHAT_BODY)
+    async def tabby_completion(
+        request: Request, principal: Principal, body: dict[str, Any], started: float
+    ) -> Response:
+        prefix, suffix, _filepath, language = tabby.tabby_segments(body)
+        route = resolve(request, principal, None)
+        upstream_body = tabby.upstream_request(
+            fim_prompt(route, prefix, suffix), body, route.served_model_name
+        )
+        upstream: Upstream = request.app.state.upstream
+        reply = await upstream.post_json(route.endpoint_url + "/v1/completions", upstream_body)
+        if reply.status != 200:
+            return _reply(reply, route)
+        offer = offer_from_body(reply.body)
+        offer.first_byte_at = time.perf_counter()
+        served_recorder(request, principal, route, "completion", started, language)(offer)
+        return JSONResponse(
+            tabby.tabby_response(offer.completion_id, offer.text()),
+            headers={MODEL_VERSION_HEADER: route.model},
+        )
+
+    @app.post("/v1/chat/completions", tags=["completions"], openapi_extra=openapi.CHAT)
     async def chat_completions(request: Request) -> Response:
         """Chat completion (streaming supported)."""
+        started = time.perf_counter()
         principal = await authenticate(request, Scope.COMPLETIONS)
         body = await read_json(request)
         check_common(body)
@@ -280,10 +379,63 @@ def create_app(
         _require(messages, list, "messages")
         if not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("'messages' must be a non-empty list of objects", param="messages")
-        route = resolve(request, principal, body)
-        return await forward(request, route, "/v1/chat/completions", body)
+        route = resolve(request, principal, body.get("model"))
+        record = served_recorder(request, principal, route, "chat", started)
+        return await forward(request, route, "/v1/chat/completions", body, record, started)
 
-    @app.get("/v1/models", tags=["openai"])
+    @app.post("/v1/events", tags=["events"], openapi_extra=openapi.EVENTS)
+    async def events(request: Request) -> EventsAccepted:
+        """Usage events from IDE clients: a Cove batch (`{"events": [...]}`, METRICS.md v1) or
+        one Tabby event (`view` / `select` / `dismiss`). Idempotent by event id."""
+        principal = await authenticate(request, Scope.EVENTS)
+        body = await read_json(request)
+        assert principal.tenant_id is not None
+        sink: EventSink = request.app.state.events
+        now = datetime.now(UTC)
+        user = str(principal.user_id) if principal.user_id else principal.subject
+        if tabby.is_tabby_event(body):
+            sink.emit(
+                tabby.event_from_tabby(
+                    body,
+                    select_kind=request.query_params.get("select_kind"),
+                    tenant_id=principal.tenant_id,
+                    user_id=user,
+                    now=now,
+                    ide=_ide(request),
+                )
+            )
+            return EventsAccepted(accepted=1, rejected=[])
+        batch = body.get("events")
+        if not isinstance(batch, list):
+            raise BadRequest(
+                "Send {'events': [...]} or a Tabby event", code="invalid_body", param="events"
+            )
+        if len(batch) > settings.max_events_per_request:
+            raise PayloadTooLarge(
+                f"At most {settings.max_events_per_request} events per request",
+                code="too_many_events",
+            )
+        defaults = {"ide": _ide(request)}
+        rejected: list[EventRejection] = []
+        accepted: list[UsageEvent] = []
+        for index, raw in enumerate(batch):
+            try:
+                accepted.append(
+                    parse_client_event(
+                        raw,
+                        tenant_id=principal.tenant_id,
+                        user_id=user,
+                        now=now,
+                        defaults=defaults,
+                    )
+                )
+            except EventRejected as exc:
+                rejected.append(EventRejection(index=index, code=exc.code, message=str(exc)))
+        for event in accepted:
+            sink.emit(event)
+        return EventsAccepted(accepted=len(accepted), rejected=rejected)
+
+    @app.get("/v1/models", tags=["completions"])
     async def list_models(request: Request) -> ModelList:
         """The models the caller's business unit may use."""
         principal = await authenticate(request, Scope.COMPLETIONS)
@@ -292,10 +444,23 @@ def create_app(
         routes = tenant.routes if tenant is not None else ()
         return ModelList(data=[ModelCard(id=r.model, owned_by="cove") for r in routes])
 
+    @app.get("/v1/health", tags=["tabby"])
+    async def tabby_health(request: Request) -> dict[str, Any]:
+        """Tabby's health endpoint: the caller's default model and the server version."""
+        principal = await authenticate(request, Scope.COMPLETIONS)
+        assert principal.tenant_id is not None
+        tenant = request.app.state.routes.for_tenant(principal.tenant_id)
+        model = tenant.routes[0].model if tenant is not None and tenant.routes else None
+        return tabby.tabby_health(model, cove_version)
+
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> Health:
-        """Liveness, with the number of cached keys."""
-        return Health(status="ok", keys=len(request.app.state.keys))
+        """Liveness, with the number of cached keys and buffered events."""
+        return Health(
+            status="ok",
+            keys=len(request.app.state.keys),
+            pending_events=request.app.state.events.pending(),
+        )
 
     return app
 

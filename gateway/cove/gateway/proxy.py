@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
+from cove.gateway.served import SseTap
 from cove.platform.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -64,13 +65,15 @@ class Upstream:
             ) from exc
 
 
-async def relay(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def relay(resp: aiohttp.ClientResponse, tap: SseTap | None = None) -> AsyncIterator[bytes]:
     """Yield upstream bytes as they arrive. If the client disconnects, this generator is
     cancelled and the upstream connection is closed (not returned to the pool), which makes
     vLLM abort the generation."""
     finished = False
     try:
         async for chunk in resp.content.iter_any():
+            if tap is not None:
+                tap.feed(chunk)
             yield chunk
         finished = True
     except aiohttp.ClientError as exc:
@@ -79,6 +82,8 @@ async def relay(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         yield b"data: " + orjson.dumps(err.to_openai()) + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
+        if tap is not None:
+            tap.finish(cancelled=not finished)
         if finished:
             resp.release()
         else:

@@ -37,3 +37,46 @@ async def all_routes(conn: psycopg.AsyncConnection[Any]) -> list[RouteRow]:
             """
         )
         return await cur.fetchall()
+
+
+EVENT_COLUMNS = (
+    "id",
+    "tenant_id",
+    "event_type",
+    "occurred_at",
+    "user_id",
+    "completion_id",
+    "model_version",
+    "feature",
+    "language",
+    "ide",
+    "data",
+)
+
+
+async def insert_events(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> int:
+    """COPY a batch into a staging table, then insert what is new (idempotent by event id)."""
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS usage_events_staging"
+        " (LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    async with conn.cursor() as cur:
+        async with cur.copy(
+            "COPY usage_events_staging (id, tenant_id, event_type, occurred_at, user_id,"
+            " completion_id, model_version, feature, language, ide, data) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(
+            "INSERT INTO usage_events (id, tenant_id, event_type, occurred_at, user_id,"
+            " completion_id, model_version, feature, language, ide, data)"
+            " SELECT DISTINCT ON (id) id, tenant_id, event_type, occurred_at,"
+            " user_id, completion_id, model_version, feature, language, ide, data"
+            " FROM usage_events_staging s"
+            " WHERE NOT EXISTS (SELECT 1 FROM usage_events u WHERE u.id = s.id"
+            "   AND u.occurred_at > s.occurred_at - interval '2 days'"
+            "   AND u.occurred_at < s.occurred_at + interval '2 days')"
+            " ORDER BY id, occurred_at"
+            " ON CONFLICT DO NOTHING"
+        )
+        return cur.rowcount

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from cove.platform.core.settings import CoveSettings
@@ -19,3 +21,9 @@ class GatewaySettings(CoveSettings):
     cache_refresh_seconds: float = Field(default=30.0, gt=0)
     # How long an unknown key id is remembered as unknown before the database is asked again.
     negative_cache_seconds: float = Field(default=2.0, ge=0)
+    # Where usage events wait when Postgres cannot take them; use a persistent volume.
+    event_spool_dir: Path = Path(".cove/spool/gateway")
+    event_batch_size: int = Field(default=500, ge=1, le=50_000)
+    db_acquire_timeout: float = Field(default=3.0, gt=0)
+    event_flush_seconds: float = Field(default=0.5, gt=0)
+    max_events_per_request: int = Field(default=1000, ge=1)

@@ -38,7 +38,13 @@ def _connect_kwargs(settings: CoveSettings) -> tuple[str, str | None]:
 class Database:
     """An async pool plus the scoping helpers every repository goes through."""
 
-    def __init__(self, settings: CoveSettings, *, min_size: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: CoveSettings,
+        *,
+        min_size: int | None = None,
+        acquire_timeout: float = 30.0,
+    ) -> None:
         url, role = _connect_kwargs(settings)
         self._role = role
 
@@ -53,7 +59,8 @@ class Database:
             max_size=settings.db_pool_max,
             configure=configure,
             open=False,
-            kwargs={"autocommit": False},
+            timeout=acquire_timeout,
+            kwargs={"autocommit": False, "connect_timeout": 5},
         )
 
     async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:  # noqa: ASYNC109

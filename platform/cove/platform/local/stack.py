@@ -110,6 +110,7 @@ class Stack:
                 "COVE_DATABASE_URL": database_url,
                 "COVE_REDIS_URL": redis_url,
                 "COVE_SECRET_KEY": secret,
+                "COVE_EVENT_SPOOL_DIR": str(self.home / "spool" / "gateway"),
             }
             env.pop("COVE_APP_DATABASE_URL", None)
             child_settings = CoveSettings(
