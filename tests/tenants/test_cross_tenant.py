@@ -26,6 +26,9 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
         {"name": "evil", "model": "cove-tiny", "endpoint_url": "http://127.0.0.1:1"},
     ),
     ("GET", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/policy", None),
+    ("PUT", "/api/v1/bus/{bu_id}/policy", {"document": {"limits": {"max_tokens": 1}}}),
+    ("POST", "/api/v1/bus/{bu_id}/policy/dry-run", {"text": "hello"}),
 ]
 
 
@@ -43,7 +46,12 @@ async def _snapshot(db: Database, tenant_id: uuid.UUID) -> tuple[Any, ...]:
         deployments = await (
             await conn.execute("SELECT id FROM model_deployments WHERE tenant_id=%s", (tenant_id,))
         ).fetchall()
-    return keys, bu, deployments
+        policies = await (
+            await conn.execute(
+                "SELECT document, version FROM policies WHERE tenant_id=%s", (tenant_id,)
+            )
+        ).fetchall()
+    return keys, bu, deployments, policies
 
 
 async def test_every_tenant_owned_route_is_covered(api: Any) -> None:

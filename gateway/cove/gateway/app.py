@@ -23,8 +23,23 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from cove.gateway import openapi, tabby
-from cove.gateway.caches import CacheRefresher, KeyCache, Route, RouteCache
-from cove.gateway.errors import FimNotSupported, MalformedJson, ModelNotFound
+from cove.gateway.audit import DecisionLog
+from cove.gateway.caches import CacheRefresher, KeyCache, PolicyCache, Route, RouteCache
+from cove.gateway.enforce import (
+    check_path,
+    check_rates,
+    check_size,
+    clamp_max_tokens,
+    drop_secret_suggestions,
+    scan_text,
+)
+from cove.gateway.errors import (
+    ContentExcluded,
+    FimNotSupported,
+    MalformedJson,
+    ModelNotAllowed,
+    ModelNotFound,
+)
 from cove.gateway.events import (
     EventRejected,
     EventSink,
@@ -32,6 +47,8 @@ from cove.gateway.events import (
     parse_client_event,
     postgres_writer,
 )
+from cove.gateway.limits import RateLimiter
+from cove.gateway.policies import GatewayPolicy
 from cove.gateway.proxy import Upstream, UpstreamReply, relay
 from cove.gateway.served import Offer, SseTap, offer_from_body
 from cove.gateway.settings import GatewaySettings
@@ -116,6 +133,22 @@ def _ide(request: Request) -> str | None:
     return agent.split(" ", 1)[0][:100] or None
 
 
+def _message_texts(
+    messages: list[dict[str, Any]],
+) -> list[tuple[dict[str, Any], dict[str, Any] | None, str]]:
+    """Every text a chat request carries: (message, content part or None, text)."""
+    found: list[tuple[dict[str, Any], dict[str, Any] | None, str]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            found.append((message, None, content))
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    found.append((message, part, part["text"]))
+    return found
+
+
 def _reply(reply: UpstreamReply, route: Route) -> Response:
     return Response(
         reply.body,
@@ -139,10 +172,13 @@ def create_app(
         await db.open(wait=False)
         keys = KeyCache(db, pepper, settings.negative_cache_seconds)
         routes = RouteCache(db)
+        policies = PolicyCache(db)
         refresher = CacheRefresher(
-            settings.database_url, keys, routes, settings.cache_refresh_seconds
+            settings.database_url, keys, routes, policies, settings.cache_refresh_seconds
         )
         await refresher.start()
+        decisions = DecisionLog(db)
+        await decisions.start()
         sink = EventSink(
             postgres_writer(db),
             settings.event_spool_dir,
@@ -157,6 +193,11 @@ def create_app(
         )
         app.state.keys = keys
         app.state.routes = routes
+        app.state.policies = policies
+        app.state.decisions = decisions
+        app.state.limiter = RateLimiter(
+            settings.redis_url, fail_closed=settings.rate_limit_fail_closed
+        )
         app.state.events = sink
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
         try:
@@ -166,6 +207,7 @@ def create_app(
             await session.close()
             # Drain last: every completion served before shutdown must be recorded.
             await sink.stop()
+            await decisions.stop()
             await db.close()
 
     app = FastAPI(
@@ -209,9 +251,22 @@ def create_app(
             raise BadRequest("The request body must be a JSON object", code="invalid_body")
         return body
 
-    def resolve(request: Request, principal: Principal, model: Any) -> Route:
+    def policy_for(request: Request, principal: Principal) -> GatewayPolicy:
+        assert principal.tenant_id is not None
+        cache: PolicyCache = request.app.state.policies
+        return cache.for_tenant(principal.tenant_id)
+
+    def resolve(
+        request: Request,
+        principal: Principal,
+        model: Any,
+        policy: GatewayPolicy | None = None,
+        task: str = "completion",
+    ) -> Route:
         if model is not None:
             _require(model, str, "model")
+        elif policy is not None:
+            model = policy.routing.chat if task == "chat" else policy.routing.completion
         assert principal.tenant_id is not None
         routes: RouteCache = request.app.state.routes
         tenant = routes.for_tenant(principal.tenant_id)
@@ -222,6 +277,10 @@ def create_app(
                     "Your business unit has no model deployed", code="no_deployment"
                 )
             raise ModelNotFound(f"The model '{model}' does not exist or you do not have access")
+        if policy is not None and not policy.model_access.allows(
+            route.model, principal.groups, frozenset(str(r) for r in principal.roles)
+        ):
+            raise ModelNotAllowed(f"Your policy does not allow the model '{route.model}'")
         if route.status == "unavailable":
             raise UpstreamUnavailable(
                 f"The model '{route.model}' is unavailable", code="model_unavailable"
@@ -297,6 +356,9 @@ def create_app(
             )
         reply = await upstream.post_json(url, body)
         if reply.status == 200:
+            filtered, dropped = drop_secret_suggestions(reply.body)
+            if dropped:
+                reply = UpstreamReply(reply.status, filtered, reply.content_type)
             offer = offer_from_body(reply.body)
             offer.first_byte_at = time.perf_counter()
             record(offer)
@@ -338,19 +400,57 @@ def create_app(
         if prompt is None:
             raise BadRequest("'prompt' is required", code="missing_field", param="prompt")
         _require(prompt, str, "prompt")
-        route = resolve(request, principal, body.get("model"))
         suffix = body.pop("suffix", None)
         if suffix is not None:
             _require(suffix, str, "suffix")
+        policy = policy_for(request, principal)
+        decisions: DecisionLog = request.app.state.decisions
+        check_path(policy, principal, request.headers.get(FILE_PATH_HEADER), decisions)
+        chars = len(prompt) + len(suffix or "")
+        check_size(policy, principal, chars, decisions)
+        route = resolve(request, principal, body.get("model"), policy, "completion")
+        clamp_max_tokens(policy, body)
+        await check_rates(
+            policy,
+            principal,
+            request.app.state.limiter,
+            chars,
+            body.get("max_tokens"),
+            decisions,
+        )
+        prompt = scan_text(policy, principal, prompt, "prompt", decisions)
+        if suffix is not None:
+            suffix = scan_text(policy, principal, suffix, "suffix", decisions)
             body["prompt"] = fim_prompt(route, prompt, suffix)
+        else:
+            body["prompt"] = prompt
         record = served_recorder(request, principal, route, "completion", started)
         return await forward(request, route, "/v1/completions", body, record, started)
 
     async def tabby_completion(
         request: Request, principal: Principal, body: dict[str, Any], started: float
     ) -> Response:
-        prefix, suffix, _filepath, language = tabby.tabby_segments(body)
-        route = resolve(request, principal, None)
+        prefix, suffix, filepath, language = tabby.tabby_segments(body)
+        policy = policy_for(request, principal)
+        decisions: DecisionLog = request.app.state.decisions
+        try:
+            check_path(policy, principal, filepath, decisions)
+        except ContentExcluded:
+            # Tabby's plugins show nothing for an empty answer, which is what exclusion means.
+            return JSONResponse(tabby.tabby_response(None, ""))
+        chars = len(prefix) + len(suffix)
+        check_size(policy, principal, chars, decisions)
+        route = resolve(request, principal, None, policy, "completion")
+        await check_rates(
+            policy,
+            principal,
+            request.app.state.limiter,
+            chars,
+            tabby.DEFAULT_MAX_TOKENS,
+            decisions,
+        )
+        prefix = scan_text(policy, principal, prefix, "prefix", decisions)
+        suffix = scan_text(policy, principal, suffix, "suffix", decisions)
         upstream_body = tabby.upstream_request(
             fim_prompt(route, prefix, suffix), body, route.served_model_name
         )
@@ -358,7 +458,7 @@ def create_app(
         reply = await upstream.post_json(route.endpoint_url + "/v1/completions", upstream_body)
         if reply.status != 200:
             return _reply(reply, route)
-        offer = offer_from_body(reply.body)
+        offer = offer_from_body(drop_secret_suggestions(reply.body)[0])
         offer.first_byte_at = time.perf_counter()
         served_recorder(request, principal, route, "completion", started, language)(offer)
         return JSONResponse(
@@ -379,7 +479,28 @@ def create_app(
         _require(messages, list, "messages")
         if not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("'messages' must be a non-empty list of objects", param="messages")
-        route = resolve(request, principal, body.get("model"))
+        policy = policy_for(request, principal)
+        decisions: DecisionLog = request.app.state.decisions
+        check_path(policy, principal, request.headers.get(FILE_PATH_HEADER), decisions)
+        chars = sum(len(t) for _, _, t in _message_texts(messages))
+        check_size(policy, principal, chars, decisions)
+        route = resolve(request, principal, body.get("model"), policy, "chat")
+        clamp_max_tokens(policy, body)
+        await check_rates(
+            policy,
+            principal,
+            request.app.state.limiter,
+            chars,
+            body.get("max_tokens"),
+            decisions,
+        )
+        for message, part, text in _message_texts(messages):
+            cleaned = scan_text(policy, principal, text, "messages", decisions)
+            if cleaned is not text:
+                if part is None:
+                    message["content"] = cleaned
+                else:
+                    part["text"] = cleaned
         record = served_recorder(request, principal, route, "chat", started)
         return await forward(request, route, "/v1/chat/completions", body, record, started)
 

@@ -19,6 +19,7 @@ from uuid import UUID
 import psycopg
 
 from cove.gateway import repository
+from cove.gateway.policies import GatewayPolicy, PolicyInvalid, effective_policy
 from cove.gateway.repository import RouteRow
 from cove.platform.core.db import Database
 from cove.platform.core.errors import Unauthorized
@@ -161,13 +162,51 @@ class RouteCache:
         }
 
 
+class PolicyCache:
+    """Effective policy per BU, computed once per change rather than per request."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._default = effective_policy({}, None)
+        self._org: dict[str, Any] = {}
+        self._per_bu: dict[UUID, GatewayPolicy] = {}
+
+    def for_tenant(self, tenant_id: UUID) -> GatewayPolicy:
+        return self._per_bu.get(tenant_id, self._default)
+
+    async def reload(self) -> None:
+        async with self._db.platform() as conn:
+            org, per_bu = await repository.all_policies(conn)
+        try:
+            default = effective_policy(org, None)
+        except PolicyInvalid:
+            log.error("the organisation policy is invalid; keeping the previous one")
+            return
+        effective: dict[UUID, GatewayPolicy] = {}
+        for tenant_id, document in per_bu.items():
+            try:
+                effective[tenant_id] = effective_policy(org, document)
+            except PolicyInvalid:
+                log.error("invalid policy kept out", extra={"tenant": str(tenant_id)})
+                effective[tenant_id] = self._per_bu.get(tenant_id, default)
+        self._default, self._per_bu = default, effective
+
+
 class CacheRefresher:
     """Keeps the caches fresh: LISTEN for changes, plus a periodic full reload."""
 
-    def __init__(self, conninfo: str, keys: KeyCache, routes: RouteCache, interval: float) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        keys: KeyCache,
+        routes: RouteCache,
+        policies: PolicyCache,
+        interval: float,
+    ) -> None:
         self._conninfo = conninfo
         self._keys = keys
         self._routes = routes
+        self._policies = policies
         self._interval = interval
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -175,6 +214,7 @@ class CacheRefresher:
         try:
             await self._keys.reload()
             await self._routes.reload()
+            await self._policies.reload()
         except psycopg.Error:
             log.warning("initial cache load failed; retrying in the background")
         self._tasks = [
@@ -198,6 +238,7 @@ class CacheRefresher:
         try:
             await self._keys.reload()
             await self._routes.reload()
+            await self._policies.reload()
         except psycopg.Error:
             log.warning("cache reload failed; keeping the cached keys and routes")
 
@@ -209,6 +250,7 @@ class CacheRefresher:
                 ) as conn:
                     await conn.execute("LISTEN cove_auth")
                     await conn.execute("LISTEN cove_routes")
+                    await conn.execute("LISTEN cove_policies")
                     # Anything may have changed while we were not listening.
                     await self._reload_all()
                     async for note in conn.notifies():
@@ -226,6 +268,8 @@ class CacheRefresher:
             elif channel == "cove_auth":
                 await self._keys.reload()
                 await self._routes.reload()
+            elif channel == "cove_policies":
+                await self._policies.reload()
             else:
                 await self._routes.reload()
         except psycopg.Error:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cove.platform.core.errors import BadRequest, NotFound
+from cove.platform.core.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 
 
 class ModelNotFound(NotFound):
@@ -15,3 +15,19 @@ class MalformedJson(BadRequest):
 
 class FimNotSupported(BadRequest):
     code = "fim_not_supported"
+
+
+class ContentExcluded(Forbidden):
+    code = "content_excluded"
+
+
+class SecretBlocked(Forbidden):
+    code = "secret_blocked"
+
+
+class PromptTooLarge(PayloadTooLarge):
+    code = "prompt_too_large"
+
+
+class ModelNotAllowed(Forbidden):
+    code = "model_not_allowed"

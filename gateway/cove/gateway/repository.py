@@ -80,3 +80,27 @@ async def insert_events(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any
             " ON CONFLICT DO NOTHING"
         )
         return cur.rowcount
+
+
+async def all_policies(
+    conn: psycopg.AsyncConnection[Any],
+) -> tuple[dict[str, Any], dict[UUID, dict[str, Any]]]:
+    """The organisation default and every BU's override document."""
+    cur = await conn.execute("SELECT tenant_id, document FROM policies")
+    org: dict[str, Any] = {}
+    per_bu: dict[UUID, dict[str, Any]] = {}
+    for tenant_id, document in await cur.fetchall():
+        if tenant_id is None:
+            org = document
+        else:
+            per_bu[tenant_id] = document
+    return org, per_bu
+
+
+async def insert_audit(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO audit_log (tenant_id, actor, action, target, diff, request_id, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )

@@ -27,3 +27,5 @@ class GatewaySettings(CoveSettings):
     db_acquire_timeout: float = Field(default=3.0, gt=0)
     event_flush_seconds: float = Field(default=0.5, gt=0)
     max_events_per_request: int = Field(default=1000, ge=1)
+    # Refuse traffic when Redis (the rate-limit store) is unreachable, instead of letting it by.
+    rate_limit_fail_closed: bool = False

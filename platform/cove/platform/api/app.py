@@ -22,6 +22,7 @@ from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import router as deployments_router
+from cove.platform.policies.endpoints import router as policies_router
 from cove.tenants.bus.endpoints import router as bus_router
 from cove.tenants.keys.endpoints import router as keys_router
 
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(bus_router)
     app.include_router(keys_router)
     app.include_router(deployments_router)
+    app.include_router(policies_router)
 
     console = settings.console_dir
     index = console / "index.html" if console else None

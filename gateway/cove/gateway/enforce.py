@@ -1,0 +1,158 @@
+"""The policy checks a request passes before it reaches a model, in order of cost:
+content exclusion, prompt size, rate limits, then the secret scan (which may rewrite text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from cove.gateway.audit import DecisionLog
+from cove.gateway.errors import ContentExcluded, PromptTooLarge, SecretBlocked
+from cove.gateway.limits import RateLimiter, estimated_tokens
+from cove.gateway.policies import GatewayPolicy
+from cove.gateway.policy.engine import Action, apply_policy, contains_secret
+from cove.platform.core.errors import RateLimited
+from cove.tenants.principal import Principal
+
+
+def _actor(principal: Principal) -> str:
+    return principal.username
+
+
+def check_path(
+    policy: GatewayPolicy, principal: Principal, path: str | None, decisions: DecisionLog
+) -> None:
+    if path and policy.content.is_excluded(path):
+        assert principal.tenant_id is not None
+        decisions.record(
+            tenant_id=principal.tenant_id,
+            actor=_actor(principal),
+            action="policy.exclude",
+            target="request",
+            details={"rule": "exclude_paths"},
+        )
+        raise ContentExcluded("Completions are disabled for this file by your policy")
+
+
+def check_size(
+    policy: GatewayPolicy, principal: Principal, chars: int, decisions: DecisionLog
+) -> None:
+    cap = policy.limits.max_prompt_chars
+    if cap is not None and chars > cap:
+        assert principal.tenant_id is not None
+        decisions.record(
+            tenant_id=principal.tenant_id,
+            actor=_actor(principal),
+            action="policy.limit",
+            target="request",
+            details={"rule": "max_prompt_chars", "chars": chars, "cap": cap},
+        )
+        raise PromptTooLarge(
+            f"The prompt has {chars} characters; your policy allows {cap}",
+            details={"limit": cap, "chars": chars},
+        )
+
+
+def clamp_max_tokens(policy: GatewayPolicy, body: dict[str, Any]) -> None:
+    cap = policy.limits.max_tokens
+    if cap is None:
+        return
+    requested = body.get("max_tokens") or body.get("max_completion_tokens")
+    if requested is None or requested > cap:
+        body["max_tokens"] = cap
+        body.pop("max_completion_tokens", None)
+
+
+async def check_rates(
+    policy: GatewayPolicy,
+    principal: Principal,
+    limiter: RateLimiter,
+    prompt_chars: int,
+    max_tokens: int | None,
+    decisions: DecisionLog,
+) -> None:
+    assert principal.tenant_id is not None
+    user = str(principal.user_id or principal.subject)
+    checks = limiter.checks(
+        policy.limits, str(principal.tenant_id), user, estimated_tokens(prompt_chars, max_tokens)
+    )
+    try:
+        await limiter.enforce(checks)
+    except RateLimited as exc:
+        decisions.record(
+            tenant_id=principal.tenant_id,
+            actor=_actor(principal),
+            action="policy.limit",
+            target="request",
+            details={"rule": exc.error_code},
+        )
+        raise
+
+
+def scan_text(
+    policy: GatewayPolicy,
+    principal: Principal,
+    text: str,
+    field: str,
+    decisions: DecisionLog,
+) -> str:
+    """Return the text to forward, or raise when a finding's action is `block`."""
+    result = apply_policy(policy.content, text)
+    if not result.findings:
+        return text
+    assert principal.tenant_id is not None
+    found = [{"type": f.type, "rule": f.rule, "action": str(f.action)} for f in result.findings]
+    if result.blocked:
+        blocking = next(f for f in result.findings if f.action == Action.BLOCK)
+        decisions.record(
+            tenant_id=principal.tenant_id,
+            actor=_actor(principal),
+            action="policy.block",
+            target=field,
+            details={"findings": found},
+        )
+        raise SecretBlocked(
+            f"The {field} contains a credential ({blocking.type}); rule '{blocking.rule}' "
+            "blocks such requests",
+            param=field,
+            details={"rule": blocking.rule, "type": blocking.type},
+        )
+    action = (
+        "policy.redact"
+        if any(f.action == Action.REDACT for f in result.findings)
+        else "policy.audit"
+    )
+    decisions.record(
+        tenant_id=principal.tenant_id,
+        actor=_actor(principal),
+        action=action,
+        target=field,
+        details={"findings": found},
+    )
+    return result.text
+
+
+def drop_secret_suggestions(raw: bytes) -> tuple[bytes, int]:
+    """Blank every choice whose text holds a credential; returns the body and how many."""
+    if b'"text"' not in raw and b'"content"' not in raw:
+        return raw, 0
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw, 0
+    dropped = 0
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        text = choice.get("text")
+        if isinstance(text, str) and text and contains_secret(text):
+            choice["text"] = ""
+            dropped += 1
+        message = choice.get("message")
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str) and content and contains_secret(content):
+                message["content"] = ""
+                dropped += 1
+    return (orjson.dumps(body), dropped) if dropped else (raw, 0)

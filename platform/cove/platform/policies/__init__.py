@@ -1,0 +1,1 @@
+"""Data-plane policies as the control plane manages them (the gateway enforces them)."""
