@@ -28,7 +28,9 @@ rm -rf "$VENV.partial"
 rm -rf "$VENV"
 mv "$VENV.partial" "$VENV"
 # venv scripts carry absolute shebangs: rewrite them for the final location.
-sed -i "1s|$VENV.partial|$VENV|" "$VENV"/bin/* 2>/dev/null || true
+for script in "$VENV"/bin/*; do
+  if [[ -f "$script" && ! -L "$script" ]]; then sed -i "1s|$VENV.partial|$VENV|" "$script"; fi
+done
 sed -i "s|$VENV.partial|$VENV|g" "$VENV/bin/activate" "$VENV/pyvenv.cfg" 2>/dev/null || true
 touch "$MARKER"
 echo "$VENV"
