@@ -8,6 +8,7 @@ usage events are handed to a background writer.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ import aiohttp
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import trace
 from pydantic import BaseModel
 
 from cove.gateway import openapi, tabby
@@ -48,6 +50,7 @@ from cove.gateway.events import (
     postgres_writer,
 )
 from cove.gateway.limits import RateLimiter
+from cove.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from cove.gateway.policies import GatewayPolicy
 from cove.gateway.proxy import Upstream, UpstreamReply, relay
 from cove.gateway.served import Offer, SseTap, offer_from_body
@@ -149,6 +152,11 @@ def _message_texts(
     return found
 
 
+def _user_hash(principal: Principal) -> str:
+    # Traces leave the BU's boundary (to the tracing backend): never the user's identity.
+    return hashlib.sha256(principal.subject.encode()).hexdigest()[:16]
+
+
 def _reply(reply: UpstreamReply, route: Route) -> Response:
     return Response(
         reply.body,
@@ -177,7 +185,9 @@ def create_app(
             settings.database_url, keys, routes, policies, settings.cache_refresh_seconds
         )
         await refresher.start()
-        decisions = DecisionLog(db)
+        decisions = DecisionLog(
+            db, on_record=lambda action: metrics.policy_decisions.labels(action).inc()
+        )
         await decisions.start()
         sink = EventSink(
             postgres_writer(db),
@@ -219,6 +229,9 @@ def create_app(
         version=cove_version,
         lifespan=lifespan,
     )
+    metrics = GatewayMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     if telemetry is not None:
         app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
     app.add_middleware(RequestIdMiddleware)
@@ -277,6 +290,11 @@ def create_app(
                     "Your business unit has no model deployed", code="no_deployment"
                 )
             raise ModelNotFound(f"The model '{model}' does not exist or you do not have access")
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("cove.tenant_id", str(principal.tenant_id))
+            span.set_attribute("cove.user_hash", _user_hash(principal))
+            span.set_attribute("cove.model_version", route.model)
         if policy is not None and not policy.model_access.allows(
             route.model, principal.groups, frozenset(str(r) for r in principal.roles)
         ):
@@ -314,6 +332,9 @@ def create_app(
                 data["prompt_tokens"] = offer.prompt_tokens
             if offer.cancelled:
                 data["cancelled"] = True
+            metrics.completions.labels(str(principal.tenant_id), route.model, feature).inc()
+            if offer.first_byte_at is not None:
+                metrics.ttft.labels(route.model).observe(offer.first_byte_at - started)
             assert principal.tenant_id is not None
             sink.emit(
                 UsageEvent(
@@ -573,6 +594,11 @@ def create_app(
         tenant = request.app.state.routes.for_tenant(principal.tenant_id)
         model = tenant.routes[0].model if tenant is not None and tenant.routes else None
         return tabby.tabby_health(model, cove_version)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        metrics.events_pending.set(request.app.state.events.pending())
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> Health:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -25,8 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class DecisionLog:
-    def __init__(self, db: Database, *, flush_interval: float = 1.0, max_buffer: int = 50_000):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        flush_interval: float = 1.0,
+        max_buffer: int = 50_000,
+        on_record: Callable[[str], None] | None = None,
+    ):
         self._db = db
+        self._on_record = on_record
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
         self._buffer: deque[tuple[Any, ...]] = deque()
@@ -35,6 +44,8 @@ class DecisionLog:
     def record(
         self, *, tenant_id: UUID, actor: str, action: str, target: str, details: dict[str, Any]
     ) -> None:
+        if self._on_record is not None:
+            self._on_record(action)
         if len(self._buffer) >= self._max_buffer:
             return
         self._buffer.append(

@@ -9,11 +9,19 @@ from dataclasses import dataclass
 
 import aiohttp
 import orjson
+from opentelemetry import propagate
 
 from cove.gateway.served import SseTap
 from cove.platform.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 _JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _headers() -> dict[str, str]:
+    # W3C trace context, so vLLM's spans (when it traces) join the gateway's trace.
+    carrier = dict(_JSON_HEADERS)
+    propagate.inject(carrier)
+    return carrier
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +40,7 @@ class Upstream:
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 async with self._session.post(
-                    url, data=orjson.dumps(payload), headers=_JSON_HEADERS
+                    url, data=orjson.dumps(payload), headers=_headers()
                 ) as resp:
                     body = await resp.read()
                     return UpstreamReply(resp.status, body, resp.content_type)
@@ -49,9 +57,7 @@ class Upstream:
         """Open a streaming request. Returns the live response, or the upstream's error reply."""
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                resp = await self._session.post(
-                    url, data=orjson.dumps(payload), headers=_JSON_HEADERS
-                )
+                resp = await self._session.post(url, data=orjson.dumps(payload), headers=_headers())
                 if resp.status != 200:
                     body = await resp.read()
                     resp.release()

@@ -246,6 +246,13 @@ def _mount_optional() -> None:
     except ImportError:
         return
     app.add_typer(module.policy_app, name="policy", help="Dry-run data-plane policy.")
+    try:
+        deployments = importlib.import_module("cove.platform.deployments.k8s.cli")
+    except ImportError:  # the Kubernetes client is in the worker extra
+        return
+    app.add_typer(
+        deployments.deployments_app, name="deployments", help="Model deployments in Kubernetes."
+    )
 
 
 _mount_optional()

@@ -123,11 +123,27 @@ _WORD_PIECE: Final = (
     r"|[a-z](?![A-Za-z0-9])|[a-z](?=[A-Z][a-z]{2})|\d{1,4}(?!\d))"
 )
 _WORDY: Final = re.compile(rf"[\s_\-./:]*(?:{_WORD_PIECE}[\s_\-./:]*)+")
+_PIECES: Final = re.compile(_WORD_PIECE)
+_SEPARATORS: Final = str.maketrans("", "", " \t_-./:")
+# Short words joined by separators ("i-am-the-worst", "my_db_pw"): words however short.
+_SLUG: Final = re.compile(r"[a-z]+(?:[ _\-][a-z0-9]+)+|[A-Z]+(?:[ _\-][A-Z0-9]+)+")
 
 
 def _is_wordy(value: str) -> bool:
-    """Built from words (`userPassword`, `API_TOKEN_V2`, `Mot-de-passe`), not random."""
-    return _WORDY.fullmatch(value) is not None
+    """Built from words (`userPassword`, `API_TOKEN_V2`, `Mot-de-passe`), not random.
+
+    Any string splits into such pieces if they may be short enough, so words must also be
+    long on average: "nDmkm7XmcsQL4Xgw" splits into seven pieces of 2.3 characters."""
+    if _WORDY.fullmatch(value) is None:
+        return False
+    pieces = _PIECES.findall(value)
+    if len(value.translate(_SEPARATORS)) < 3 * len(pieces) and not _SLUG.fullmatch(value):
+        return False
+    # Words carry vowels (about a third of their letters); random letters only a fifth.
+    letters = [ch for piece in pieces if not piece.isupper() for ch in piece if ch.isalpha()]
+    if len(letters) < 8:
+        return True
+    return sum(ch in "aeiouAEIOU" for ch in letters) >= 0.22 * len(letters)
 
 
 # Whole template expressions, not their opening characters alone: a random password may well
@@ -333,6 +349,10 @@ _PATH: Final = re.compile(
 )
 
 
+_LOWER_NAME: Final = re.compile(r"[a-z0-9_\-@]+")
+_NAME_PART: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
 def _is_reference(value: str) -> bool:
     """A path, URL, e-mail or cloud resource name: where a secret lives, not the secret."""
     if "://" in value:
@@ -340,14 +360,22 @@ def _is_reference(value: str) -> bool:
     low = value.lower()
     if low.startswith(("file:", "\\\\")) or low.startswith(_REFERENCE_PREFIXES):
         return True
-    return _PATH.fullmatch(value) is not None or _EMAIL.fullmatch(value) is not None
+    if _PATH.fullmatch(value):
+        # File names are words or lower-case ("id_ed25519"); random base64 that happens to
+        # start with '/' has mixed-case segments.
+        return all(
+            _is_wordy(part) or _LOWER_NAME.fullmatch(part)
+            for part in re.split(r"[/\\.:~]", value)
+            if part
+        )
+    return _EMAIL.fullmatch(value) is not None
 
 
 def _is_dotted_name(value: str) -> bool:
     """`myapp.auth.TokenBackend`, `config.db.password`, `realms/master/token`: a name or a
     route, not a value."""
     parts = [part for part in re.split(r"[./]", value) if part]
-    return len(parts) >= 2 and all(_is_wordy(part) for part in parts)
+    return len(parts) >= 2 and all(_NAME_PART.fullmatch(p) and _is_wordy(p) for p in parts)
 
 
 _LEET: Final = str.maketrans("@0134$5", "aoieass")
@@ -384,7 +412,8 @@ def _plausible_secret(value: str) -> bool:
         return False
     if value.isdigit() or _is_wordy(value) or _char_classes(value) < 2:
         return False
-    return _entropy(value) >= min(3.0, math.log2(n) - 0.9)
+    # Below the 0.5 % quantile of random hex of the same length: "aaaabbbbccccdddd".
+    return _entropy(value) >= min(2.5, math.log2(n) - 1.5)
 
 
 # Random key material as configuration holds it: base64, base64url or hex.
@@ -399,7 +428,7 @@ def _plausible_weak_key(value: str) -> bool:
         return False
     if not any(ch.isalpha() for ch in value) or not any(ch in _DIGITS for ch in value):
         return False
-    return _plausible_secret(value) and _entropy(value) >= 3.3
+    return _plausible_secret(value) and _entropy(value) >= 3.0
 
 
 # ---- vendor tokens: literal prefixes --------------------------------------------------------
@@ -1306,7 +1335,7 @@ _ASSIGN_TAIL: Final = re.compile(
     (?:
         (?P<arrow>=>)
       | (?:(?P<typed>:[ \t]*[&*]?(?:'[A-Za-z_]+[ \t]+)?(?:mut[ \t]+)?[A-Za-z_][\w.:]*
-                     (?:\[[^\]\n]{0,80}\]|<[^>\n]{0,80}>)?\??[ \t]*)?
+                     (?:\[[^\]\n]{0,80}\]|<[^>\n]{0,80}>)?\??[ \t]+)?
            (?P<eq>:?=)(?!=[\s"'`]|=$))
       | (?P<colon>:)(?![:=])
       | (?P<comma>,)

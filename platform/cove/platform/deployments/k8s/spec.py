@@ -318,11 +318,9 @@ def _extra_value_problem(rule: ExtraArg, value: ExtraValue) -> str | None:
     if rule.kind == "flag":
         return None if isinstance(value, bool) else "must be true or false"
     if rule.kind == "choice":
-        return (
-            None
-            if value in rule.choices and not isinstance(value, bool)
-            else (f"must be one of {', '.join(str(c) for c in rule.choices)}")
-        )
+        if value in rule.choices and not isinstance(value, bool):
+            return None
+        return f"must be one of {', '.join(str(c) for c in rule.choices)}"
     wanted = int if rule.kind == "int" else int | float
     if isinstance(value, bool) or not isinstance(value, wanted):
         return f"must be {'an integer' if rule.kind == 'int' else 'a number'}"
