@@ -79,7 +79,19 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
             )
 
 
-TABLES = "policies, audit_log, usage_events, model_deployments, models, api_keys, memberships, users, tenants"
+TABLES = ", ".join(
+    [
+        "policies",
+        "audit_log",
+        "usage_events",
+        "model_deployments",
+        "models",
+        "api_keys",
+        "memberships",
+        "users",
+        "tenants",
+    ]
+)
 
 
 @pytest.fixture

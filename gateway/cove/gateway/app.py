@@ -70,9 +70,12 @@ from cove.platform.core.http import (
 )
 from cove.platform.core.logging import configure_logging
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
+from cove.tenants.identity.claims import choose_bu, platform_principal, principal_for_bu
+from cove.tenants.identity.oidc import TokenVerifier
 from cove.tenants.principal import Principal, Scope
 
 MODEL_VERSION_HEADER = "x-cove-model-version"
+BU_HEADER = "x-cove-bu"
 FILE_PATH_HEADER = "x-cove-file-path"
 
 
@@ -210,11 +213,20 @@ def create_app(
         )
         app.state.events = sink
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
+        verifier: TokenVerifier | None = None
+        if settings.oidc_issuer:
+            verifier = TokenVerifier(
+                settings.oidc_issuer, settings.oidc_audience, jwks_uri=settings.oidc_jwks_uri
+            )
+            await verifier.start()
+        app.state.verifier = verifier
         try:
             yield
         finally:
             await refresher.stop()
             await session.close()
+            if verifier is not None:
+                await verifier.close()
             # Drain last: every completion served before shutdown must be recorded.
             await sink.stop()
             await decisions.stop()
@@ -238,11 +250,31 @@ def create_app(
     install_error_handlers(app, render=lambda err: err.to_openai())
 
     async def authenticate(request: Request, scope: Scope) -> Principal:
-        principal: Principal = await request.app.state.keys.authenticate(_bearer(request))
+        token = _bearer(request)
+        verifier: TokenVerifier | None = request.app.state.verifier
+        if verifier is not None and not token.startswith("cove_") and token.count(".") == 2:
+            principal = await token_principal(request, verifier, token)
+        else:
+            principal = await request.app.state.keys.authenticate(token)
         if not principal.can(scope):
             raise Forbidden(f"This key lacks the '{scope}' scope", code="insufficient_scope")
         if principal.tenant_id is None:
             raise Forbidden("Use a key that belongs to a business unit", code="no_business_unit")
+        return principal
+
+    async def token_principal(request: Request, verifier: TokenVerifier, token: str) -> Principal:
+        claims = await verifier.verify(token)
+        slug = choose_bu(claims, request.headers.get(BU_HEADER))
+        if slug is None:
+            return platform_principal(claims)
+        routes: RouteCache = request.app.state.routes
+        found = routes.tenant_by_slug(slug)
+        if found is None:
+            raise Forbidden(f"You are not a member of business unit '{slug}'", code="not_a_member")
+        tenant_id, status = found
+        principal = principal_for_bu(claims, slug, tenant_id)
+        if status != "active":
+            raise Forbidden(f"This business unit is {status}", code=f"bu_{status}")
         return principal
 
     async def read_json(request: Request) -> dict[str, Any]:

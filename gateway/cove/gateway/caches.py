@@ -133,13 +133,20 @@ class RouteCache:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._tenants: dict[UUID, TenantRoutes] = {}
+        self._by_slug: dict[str, tuple[UUID, str]] = {}
 
     def for_tenant(self, tenant_id: UUID) -> TenantRoutes | None:
         return self._tenants.get(tenant_id)
 
+    def tenant_by_slug(self, slug: str) -> tuple[UUID, str] | None:
+        """(id, status) of the BU with this slug."""
+        return self._by_slug.get(slug)
+
     async def reload(self) -> None:
         async with self._db.platform() as conn:
             rows = await repository.all_routes(conn)
+            tenants = await repository.all_tenants(conn)
+        self._by_slug = {slug: (tenant_id, status) for tenant_id, slug, status in tenants}
         grouped: dict[UUID, list[RouteRow]] = {}
         for row in rows:
             grouped.setdefault(row.tenant_id, []).append(row)

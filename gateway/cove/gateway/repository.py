@@ -104,3 +104,9 @@ async def insert_audit(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any,
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
+
+
+async def all_tenants(conn: psycopg.AsyncConnection[Any]) -> list[tuple[UUID, str, str]]:
+    """(id, slug, status) of every BU, for tokens that name their BU by slug."""
+    cur = await conn.execute("SELECT id, slug, status FROM tenants")
+    return [(row[0], row[1], row[2]) for row in await cur.fetchall()]

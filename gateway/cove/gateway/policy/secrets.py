@@ -150,9 +150,9 @@ def _is_wordy(value: str) -> bool:
 # contain "${" or "{{" somewhere.
 _TEMPLATE: Final = re.compile(
     r"\$\{[^}]*\}|\{\{.*?\}\}|#\{[^}]*\}|%\([A-Za-z_]\w*\)[sdr]|<%.*?%>|\$\([^)]*\)|\{%.*?%\}"
-    r"|<[A-Za-z][A-Za-z0-9_\- ]*>|\{[A-Za-z_][\w\-]*\}|^%[sdr]|^#\w+#$"
-    # Regular expressions: character ranges and classes.
-    r"|a-z|A-Z|0-9|\\[dwsDWS]"
+    r"|<[A-Za-z][A-Za-z0-9_\- ]*>|\{[A-Za-z_][\w\-]+\}|^%[sdr](?:$|[_\-./:]\w)|^#\w+#$"
+    # Regular expressions: a character class with a range.
+    r"|\[[^\]]{0,40}(?:a-z|A-Z|0-9)"
 )
 _PLACEHOLDER_WORDS: Final = (
     "example",

@@ -24,6 +24,7 @@ from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import router as deployments_router
 from cove.platform.policies.endpoints import router as policies_router
 from cove.tenants.bus.endpoints import router as bus_router
+from cove.tenants.identity.oidc import TokenVerifier
 from cove.tenants.keys.endpoints import router as keys_router
 
 
@@ -67,9 +68,18 @@ def create_app(
         await db.open(wait=False)
         app.state.db = db
         app.state.pepper = settings.secret_key.get_secret_value().encode()
+        verifier: TokenVerifier | None = None
+        if settings.oidc_issuer:
+            verifier = TokenVerifier(
+                settings.oidc_issuer, settings.oidc_audience, jwks_uri=settings.oidc_jwks_uri
+            )
+            await verifier.start()
+        app.state.verifier = verifier
         try:
             yield
         finally:
+            if verifier is not None:
+                await verifier.close()
             await db.close()
 
     app = FastAPI(

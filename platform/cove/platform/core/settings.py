@@ -42,6 +42,11 @@ class CoveSettings(BaseSettings):
     # Pepper mixed into every API-key hash; rotating it invalidates every key.
     secret_key: SecretStr = SecretStr(DEV_SECRET)
     otlp_endpoint: str | None = None
+    # OIDC (Keycloak): the realm's issuer URL, e.g. https://sso.example.com/realms/cove.
+    # Unset: only Cove API keys authenticate.
+    oidc_issuer: str | None = None
+    oidc_audience: str = "cove-gateway"
+    oidc_jwks_uri: str | None = None
     service_name: str = "cove"
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from uuid import UUID
 
-from cove.platform.core.errors import Forbidden, Unauthorized
+from cove.platform.core.errors import BadRequest, Forbidden, Unauthorized
 from cove.tenants.principal import Principal, Role, Scope
 
 GROUP_ROOT: Final = "cove"
@@ -136,5 +136,39 @@ def principal_for_bu(claims: Mapping[str, Any], bu_slug: str, bu_id: UUID) -> Pr
         user_id=None,
         roles=frozen,
         scopes=scopes_for(frozen),
+        groups=groups_from_claims(claims),
+    )
+
+
+def choose_bu(claims: Mapping[str, Any], requested: str | None) -> str | None:
+    """The BU slug a token acts in: the one the request names (`X-Cove-BU`), else the user's
+    only BU. None for a platform admin acting platform-wide. A user of several BUs must say
+    which; guessing would let a request land in the wrong BU."""
+    if requested:
+        return requested
+    memberships = memberships_from_claims(claims)
+    if len(memberships) == 1:
+        return next(iter(memberships))
+    if is_platform_admin(claims):
+        return None
+    if not memberships:
+        raise Forbidden("You are not a member of any business unit", code="not_a_member")
+    raise BadRequest(
+        "You belong to several business units; name one with the X-Cove-BU header "
+        f"({', '.join(sorted(memberships))})",
+        code="bu_required",
+    )
+
+
+def platform_principal(claims: Mapping[str, Any]) -> Principal:
+    """A platform admin acting outside any BU."""
+    subject = _subject(claims)
+    return Principal(
+        subject=subject,
+        username=_username(claims, subject),
+        tenant_id=None,
+        user_id=None,
+        roles=frozenset({Role.PLATFORM_ADMIN}),
+        scopes=scopes_for(frozenset({Role.PLATFORM_ADMIN})),
         groups=groups_from_claims(claims),
     )
