@@ -29,6 +29,8 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/bus/{bu_id}/policy", None),
     ("PUT", "/api/v1/bus/{bu_id}/policy", {"document": {"limits": {"max_tokens": 1}}}),
     ("POST", "/api/v1/bus/{bu_id}/policy/dry-run", {"text": "hello"}),
+    ("GET", "/api/v1/bus/{bu_id}/audit", None),
+    ("GET", "/api/v1/bus/{bu_id}/audit.csv", None),
 ]
 
 
