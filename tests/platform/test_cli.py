@@ -59,3 +59,20 @@ def test_db_migrate_reports_a_database_that_does_not_answer(
     result = CliRunner().invoke(app, ["db", "migrate"])
     assert result.exit_code == 1
     assert "the database does not answer" in result.stderr
+
+
+def test_keycloak_realm_json_lists_the_bus_of_the_database(cli_env: None) -> None:
+    runner = CliRunner()
+    runner.invoke(app, ["bu", "create", "payments"])
+    result = runner.invoke(app, ["keycloak", "realm-json", "--console-url", "https://c.example"])
+    assert result.exit_code == 0, result.output
+    realm = orjson.loads(result.stdout)
+    clients = {c["clientId"] for c in realm["clients"]}
+    assert {"cove-console", "cove-cli", "cove-gateway"} <= clients
+    cove_group = next(g for g in realm["groups"] if g["name"] == "cove")
+    payments = next(g for g in cove_group["subGroups"] if g["name"] == "payments")
+    assert {g["name"] for g in payments["subGroups"]} == {"admins", "developers", "viewers"}
+    bad = runner.invoke(
+        app, ["keycloak", "realm-json", "--console-url", "https://c", "--bu", "Bad Slug"]
+    )
+    assert bad.exit_code == 2

@@ -20,10 +20,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bu_app = typer.Typer(help="Business units.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 model_app = typer.Typer(help="Models.", no_args_is_help=True)
+keycloak_app = typer.Typer(help="Keycloak realm and groups.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bu_app, name="bu")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(model_app, name="model")
+app.add_typer(keycloak_app, name="keycloak")
 
 
 def _home() -> Path:
@@ -237,6 +239,68 @@ def model_build_tiny(
         target = target.with_name(f"cove-tiny-seed{seed}")
     build_tiny_model(target, seed=seed)
     typer.echo(str(target))
+
+
+def _bu_slugs_from_database() -> list[str]:
+    from cove.tenants.bus import service
+
+    async def work(db: Any, _settings: Any) -> Any:
+        return await service.list_visible(db, _cli_principal())
+
+    return [bu.slug for bu in _run_with_db(work)]
+
+
+@keycloak_app.command("realm-json")
+def keycloak_realm_json(
+    console_url: Annotated[str, typer.Option(help="Console URL, e.g. https://cove.example.com")],
+    realm: Annotated[str, typer.Option()] = "cove",
+    bu: Annotated[
+        list[str] | None, typer.Option(help="BU slugs (default: every BU in the database)")
+    ] = None,
+) -> None:
+    """Print a Keycloak realm import (clients, mappers, roles, BU groups) for Cove."""
+    from cove.tenants.identity.keycloak import realm_json
+
+    slugs = bu if bu is not None else _bu_slugs_from_database()
+    redirect = console_url.rstrip("/") + "/*"
+    try:
+        document = realm_json(realm, slugs, [redirect])
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    _print_json(document)
+
+
+@keycloak_app.command("sync")
+def keycloak_sync(
+    server_url: Annotated[str, typer.Option(help="Keycloak base URL")],
+    admin_user: Annotated[str, typer.Option(envvar="COVE_KEYCLOAK_ADMIN_USER")],
+    admin_password: Annotated[
+        str, typer.Option(envvar="COVE_KEYCLOAK_ADMIN_PASSWORD", hide_input=True)
+    ],
+    realm: Annotated[str, typer.Option()] = "cove",
+    bu: Annotated[list[str] | None, typer.Option(help="BU slugs (default: all)")] = None,
+) -> None:
+    """Create each BU's groups in Keycloak (idempotent; never deletes)."""
+    from keycloak import KeycloakAdmin
+    from keycloak.exceptions import KeycloakError
+
+    from cove.tenants.identity.keycloak import sync_groups
+
+    slugs = bu if bu is not None else _bu_slugs_from_database()
+    try:
+        admin = KeycloakAdmin(
+            server_url=server_url,
+            username=admin_user,
+            password=admin_password,
+            realm_name=realm,
+            user_realm_name="master",
+        )
+        report = sync_groups(admin, slugs)
+    except (KeycloakError, ValueError) as exc:
+        raise _fail(f"Keycloak sync failed: {exc}") from exc
+    _print_json(
+        {"created": report.created, "existing": report.existing, "unmanaged": report.unmanaged}
+    )
 
 
 def _mount_optional() -> None:
