@@ -154,3 +154,31 @@ async def test_policy_changes_are_audited(api: Any, world: dict[str, Any], db: D
         ).fetchall()
     assert rows[0][0] == "a-admin"
     assert rows[0][2]["limits"][1] == {"max_tokens": 99}
+
+
+async def test_a_bu_cannot_weaken_a_secret_rule_of_the_organisation(
+    api: Any, world: dict[str, Any]
+) -> None:
+    await api.put(
+        "/api/v1/policy",
+        json={"document": {"content": {"actions": {"github_token": "block"}}}},
+        headers=bearer(world["admin_key"]),
+    )
+    bu = world["a"]["bu"].id
+    resp = await api.put(
+        f"/api/v1/bus/{bu}/policy",
+        json={
+            "document": {
+                "content": {
+                    "default_action": "audit",
+                    "actions": {"github_token": "audit", "aws_access_key_id": "block"},
+                }
+            }
+        },
+        headers=bearer(world["a"]["admin_key"]),
+    )
+    content = resp.json()["effective"]["content"]
+    assert content["actions"]["github_token"] == "block"
+    assert content["actions"]["aws_access_key_id"] == "block"
+    # The organisation's default (redact) is the floor for every other type.
+    assert content["default_action"] == "redact"

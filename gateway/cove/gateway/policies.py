@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cove.gateway.policy.engine import Action
 from cove.gateway.policy.engine import Policy as ContentPolicy
+from cove.gateway.policy.secrets import SECRET_TYPES
 
 
 class ModelAccess(BaseModel):
@@ -92,6 +94,24 @@ def _smaller(a: int | None, b: int | None) -> int | None:
     return min(a, b)
 
 
+_STRICTNESS = {Action.AUDIT: 0, Action.REDACT: 1, Action.BLOCK: 2}
+
+
+def _no_weaker(merged: ContentPolicy, org: ContentPolicy) -> ContentPolicy:
+    """A BU may make a secret rule stricter than the organisation's, never weaker."""
+    default = max(merged.default_action, org.default_action, key=_STRICTNESS.__getitem__)
+    actions = {}
+    for secret_type in SECRET_TYPES:
+        wanted = merged.action_for(secret_type)
+        floor = org.action_for(secret_type)
+        chosen = max(wanted, floor, key=_STRICTNESS.__getitem__)
+        if chosen != default:
+            actions[secret_type] = chosen
+    return ContentPolicy(
+        default_action=default, actions=actions, exclude_paths=merged.exclude_paths
+    )
+
+
 def effective_policy(org: dict[str, Any], bu: dict[str, Any] | None) -> GatewayPolicy:
     """Layer a BU's (sparse) document on the organisation's."""
     base = validate_document(org)
@@ -112,7 +132,9 @@ def effective_policy(org: dict[str, Any], bu: dict[str, Any] | None) -> GatewayP
         )
     content = base.content
     if "content" in fields:
-        content = ContentPolicy.model_validate(bu["content"]).merged_over(base.content)
+        content = _no_weaker(
+            ContentPolicy.model_validate(bu["content"]).merged_over(base.content), base.content
+        )
     routing = base.routing
     if "routing" in fields:
         routing = base.routing.model_copy(
