@@ -135,7 +135,7 @@ class EventRejected(ValueError):
 def _text(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
+    if not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value:
         raise EventRejected("invalid_field", f"'{name}' must be a string of at most {MAX_TEXT}")
     return value
 
@@ -243,6 +243,7 @@ class EventSink:
         self._task: asyncio.Task[None] | None = None
         self._last_replay = 0.0
         self.dropped = 0
+        self.rejected = 0
         self.written = 0
 
     def emit(self, event: UsageEvent) -> None:

@@ -109,7 +109,12 @@ def event_from_tabby(
     ide: str | None,
 ) -> UsageEvent:
     completion_id = body.get("completion_id")
-    if not isinstance(completion_id, str) or not completion_id or len(completion_id) > MAX_TEXT:
+    if (
+        not isinstance(completion_id, str)
+        or not completion_id
+        or len(completion_id) > MAX_TEXT
+        or "\x00" in completion_id
+    ):
         raise BadRequest("'completion_id' must be a string", code="invalid_type")
     choice = body.get("choice_index", 0)
     if isinstance(choice, bool) or not isinstance(choice, int) or choice < 0:

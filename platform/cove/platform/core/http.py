@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -103,6 +104,13 @@ def install_error_handlers(
         codes = {404: "route_not_found", 405: "method_not_allowed"}
         err = _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
         return respond(err)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _data(_: Request, exc: psycopg.DataError) -> Response:
+        # Postgres refused a value the API let through (a NUL byte, an out-of-range number):
+        # the caller's input, so a 400, and nothing was written (the transaction rolled back).
+        log.info("value refused by the database: %s", str(exc).splitlines()[0])
+        return respond(_error(400, "invalid_value", "A value in the request cannot be stored"))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ from cove.platform.core.errors import Conflict, Forbidden, NotFound
 from cove.platform.deployments import repository
 from cove.platform.deployments.schemas import Deployment, DeploymentCreate
 from cove.tenants import audit
+from cove.tenants.bus import repository as bu_repository
 from cove.tenants.principal import Principal, Role
 
 
@@ -22,6 +23,8 @@ def _visible(principal: Principal, tenant_id: UUID) -> None:
 async def list_deployments(db: Database, principal: Principal, tenant_id: UUID) -> list[Deployment]:
     _visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
+        if await bu_repository.get(conn, tenant_id) is None:
+            raise NotFound("No such business unit", code="bu_not_found")
         return await repository.list_for_tenant(conn, tenant_id)
 
 
@@ -43,6 +46,8 @@ async def create_deployment(
     if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
         raise Forbidden("Only a BU admin may deploy models", code="bu_admin_required")
     async with db.tenant(tenant_id) as conn:
+        if await bu_repository.get(conn, tenant_id) is None:
+            raise NotFound("No such business unit", code="bu_not_found")
         model_id = await repository.model_id_by_name(conn, data.model)
         if model_id is None:
             raise NotFound(f"No model named '{data.model}' in the catalog", code="model_not_found")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from cove.platform.core.db import Database
 from cove.platform.core.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from cove.tenants import audit
+from cove.tenants.bus import repository as bu_repository
 from cove.tenants.keys import repository
 from cove.tenants.keys.repository import KeyRecord
 from cove.tenants.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated
@@ -79,6 +81,7 @@ async def create(
         datetime.now(UTC) + timedelta(days=data.expires_in_days) if data.expires_in_days else None
     )
     async with db.tenant(tenant_id) as conn:
+        await _ensure_bu(conn, tenant_id)
         if data.user_id is not None and not await repository.is_member(
             conn, tenant_id, data.user_id
         ):
@@ -114,6 +117,7 @@ async def create(
 async def list_keys(db: Database, principal: Principal, tenant_id: UUID) -> list[ApiKey]:
     _require_bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
+        await _ensure_bu(conn, tenant_id)
         return await repository.list_for_tenant(conn, tenant_id)
 
 
@@ -134,3 +138,8 @@ async def revoke(db: Database, principal: Principal, tenant_id: UUID, key_uuid: 
         # The gateways drop the key from their caches on this notification.
         await conn.execute("SELECT pg_notify('cove_auth', %s)", (f"key:{key.key_id}",))
     return key
+
+
+async def _ensure_bu(conn: Any, tenant_id: UUID) -> None:
+    if await bu_repository.get(conn, tenant_id) is None:
+        raise NotFound("No such business unit", code="bu_not_found")
