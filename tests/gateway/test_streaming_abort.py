@@ -18,13 +18,14 @@ from tests.gateway.conftest import add_deployment
 pytestmark = pytest.mark.vllm
 
 
-def _running(vllm_url: str) -> float:
+def _metric(vllm_url: str, name: str) -> float:
     text = httpx.get(f"{vllm_url}/metrics").text
-    values = [
-        float(m.group(1))
-        for m in re.finditer(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", text, re.M)
-    ]
-    return sum(values)
+    pattern = rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+]+)$"
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+
+def _running(vllm_url: str) -> float:
+    return _metric(vllm_url, "vllm:num_requests_running")
 
 
 async def test_client_disconnect_aborts_the_vllm_request(
@@ -40,6 +41,7 @@ async def test_client_disconnect_aborts_the_vllm_request(
         "temperature": 0,
     }
     headers = {"Authorization": f"Bearer {world['a']['dev_key']}"}
+    generated_before = _metric(vllm_url, "vllm:generation_tokens_total")
     with ServerThread(create_app(gateway_settings)) as gateway:
         with (
             httpx.Client(timeout=30) as client,
@@ -55,5 +57,9 @@ async def test_client_disconnect_aborts_the_vllm_request(
             # Leaving the block closes the client connection mid-stream.
         closed_at = time.monotonic()
         while _running(vllm_url) > 0:
-            assert time.monotonic() - closed_at < 2.0, "vLLM kept generating after the disconnect"
+            assert time.monotonic() - closed_at < 30, "the request never finished"
             time.sleep(0.05)
+    # Speed varies with machine load; the token count does not: an aborted request stops
+    # far short of the 1000 tokens it asked for.
+    generated = _metric(vllm_url, "vllm:generation_tokens_total") - generated_before
+    assert generated < 800, f"vLLM generated {generated:.0f} of 1000 tokens after the disconnect"

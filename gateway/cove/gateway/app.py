@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from cove.gateway import openapi, tabby
 from cove.gateway.audit import DecisionLog
+from cove.gateway.breaker import CircuitBreakers
 from cove.gateway.caches import CacheRefresher, KeyCache, PolicyCache, Route, RouteCache
 from cove.gateway.enforce import (
     check_path,
@@ -131,11 +132,14 @@ def _require(value: Any, kind: type | tuple[type, ...], name: str) -> None:
         raise BadRequest(f"'{name}' has the wrong type", code="invalid_type", param=name)
 
 
-def _ide(request: Request) -> str | None:
+def _ide(request: Request, *, tabby_client: bool = False) -> str | None:
     explicit = request.headers.get("x-cove-ide")
     if explicit:
         return explicit[:100]
     agent = request.headers.get("user-agent", "")
+    if tabby_client and agent.startswith("node"):
+        # tabby-agent sends no IDE header and Node's fetch says only "node".
+        return "tabby-agent"
     return agent.split(" ", 1)[0][:100] or None
 
 
@@ -153,6 +157,27 @@ def _message_texts(
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     found.append((message, part, part["text"]))
     return found
+
+
+def _fallback_for(route: Route) -> Route | None:
+    """The fallback instance, serving the same model version under its own served name."""
+    fallback = route.fallback
+    if fallback is None:
+        return None
+    if route.model != route.base_model:
+        # An adapter: the fallback instance must have the same adapter loaded; it is served
+        # there under the adapter's name.
+        return Route(
+            deployment=fallback.deployment,
+            model=route.model,
+            served_model_name=route.served_model_name,
+            endpoint_url=fallback.endpoint_url,
+            status=fallback.status,
+            fim_tokens=route.fim_tokens,
+            base_model=route.base_model,
+            deployment_id=fallback.deployment_id,
+        )
+    return fallback
 
 
 def _user_hash(principal: Principal) -> str:
@@ -213,6 +238,7 @@ def create_app(
         )
         app.state.events = sink
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
+        app.state.breakers = CircuitBreakers()
         verifier: TokenVerifier | None = None
         if settings.oidc_issuer:
             verifier = TokenVerifier(
@@ -315,7 +341,8 @@ def create_app(
         assert principal.tenant_id is not None
         routes: RouteCache = request.app.state.routes
         tenant = routes.for_tenant(principal.tenant_id)
-        route = tenant.find(model) if tenant is not None else None
+        user = str(principal.user_id or principal.subject)
+        route = tenant.choose(model, user, principal.groups) if tenant is not None else None
         if route is None:
             if model is None:
                 raise UpstreamUnavailable(
@@ -331,7 +358,11 @@ def create_app(
             route.model, principal.groups, frozenset(str(r) for r in principal.roles)
         ):
             raise ModelNotAllowed(f"Your policy does not allow the model '{route.model}'")
-        if route.status == "unavailable":
+        breakers: CircuitBreakers = request.app.state.breakers
+        if route.status == "unavailable" or breakers.is_open(route.endpoint_url):
+            fallback = _fallback_for(route)
+            if fallback is not None and not breakers.is_open(fallback.endpoint_url):
+                return fallback
             raise UpstreamUnavailable(
                 f"The model '{route.model}' is unavailable", code="model_unavailable"
             )
@@ -344,9 +375,11 @@ def create_app(
         feature: str,
         started: float,
         language: str | None = None,
+        *,
+        tabby_client: bool = False,
     ) -> Callable[[Offer], None]:
         sink: EventSink = request.app.state.events
-        ide = _ide(request)
+        ide = _ide(request, tabby_client=tabby_client)
 
         def record(offer: Offer) -> None:
             finished = time.perf_counter()
@@ -394,11 +427,30 @@ def create_app(
         record: Callable[[Offer], None],
         started: float,
     ) -> Response:
-        body["model"] = route.served_model_name
-        url = route.endpoint_url + path
         upstream: Upstream = request.app.state.upstream
-        if body.get("stream") is True:
-            resp, error = await upstream.open_stream(url, body)
+        breakers: CircuitBreakers = request.app.state.breakers
+        stream = body.get("stream") is True
+        try:
+            body["model"] = route.served_model_name
+            if stream:
+                resp, error = await upstream.open_stream(route.endpoint_url + path, body)
+            else:
+                reply = await upstream.post_json(route.endpoint_url + path, body)
+        except UpstreamUnavailable:
+            # Nothing reached the instance (the connection failed), so one retry elsewhere
+            # is safe.
+            breakers.failure(route.endpoint_url)
+            fallback = _fallback_for(route)
+            if fallback is None:
+                raise
+            route = fallback
+            body["model"] = route.served_model_name
+            if stream:
+                resp, error = await upstream.open_stream(route.endpoint_url + path, body)
+            else:
+                reply = await upstream.post_json(route.endpoint_url + path, body)
+        breakers.success(route.endpoint_url)
+        if stream:
             if error is not None:
                 return _reply(error, route)
             assert resp is not None
@@ -407,7 +459,6 @@ def create_app(
                 media_type="text/event-stream",
                 headers={MODEL_VERSION_HEADER: route.model, "cache-control": "no-cache"},
             )
-        reply = await upstream.post_json(url, body)
         if reply.status == 200:
             filtered, dropped = drop_secret_suggestions(reply.body)
             if dropped:
@@ -513,7 +564,9 @@ def create_app(
             return _reply(reply, route)
         offer = offer_from_body(drop_secret_suggestions(reply.body)[0])
         offer.first_byte_at = time.perf_counter()
-        served_recorder(request, principal, route, "completion", started, language)(offer)
+        served_recorder(
+            request, principal, route, "completion", started, language, tabby_client=True
+        )(offer)
         return JSONResponse(
             tabby.tabby_response(offer.completion_id, offer.text()),
             headers={MODEL_VERSION_HEADER: route.model},
@@ -575,7 +628,7 @@ def create_app(
                     tenant_id=principal.tenant_id,
                     user_id=user,
                     now=now,
-                    ide=_ide(request),
+                    ide=_ide(request, tabby_client=True),
                 )
             )
             return EventsAccepted(accepted=1, rejected=[])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -113,12 +114,35 @@ class Route:
     endpoint_url: str
     status: str
     fim_tokens: dict[str, str] | None
+    base_model: str = ""
+    deployment_id: UUID | None = None
+    fallback: Route | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    stable: str
+    canary: str | None
+    canary_percent: int
+    canary_groups: frozenset[str]
+
+    def pick(self, user: str, groups: tuple[str, ...]) -> str:
+        """Stable or canary for this user; the same user always gets the same answer."""
+        if self.canary is None:
+            return self.stable
+        if self.canary_groups and self.canary_groups.intersection(groups):
+            return self.canary
+        if self.canary_percent <= 0:
+            return self.stable
+        bucket = int.from_bytes(hashlib.sha256(user.encode()).digest()[:4], "big") % 100
+        return self.canary if bucket < self.canary_percent else self.stable
 
 
 @dataclass(frozen=True, slots=True)
 class TenantRoutes:
     status: str
     routes: tuple[Route, ...]
+    release: Release | None = None
 
     def find(self, model: str | None) -> Route | None:
         if model is None:
@@ -127,6 +151,20 @@ class TenantRoutes:
             if model in (route.model, route.served_model_name, route.deployment):
                 return route
         return None
+
+    def choose(self, model: str | None, user: str, groups: tuple[str, ...]) -> Route | None:
+        """The route for a request: a release decides between stable and canary when the
+        client asks for the release's model (or for none); an explicit version is honoured."""
+        release = self.release
+        if release is not None and (
+            model is None
+            or model == release.stable
+            or any(r.model == release.stable and model == r.base_model for r in self.routes)
+        ):
+            chosen = self.find(release.pick(user, groups))
+            if chosen is not None:
+                return chosen
+        return self.find(model)
 
 
 class RouteCache:
@@ -146,27 +184,46 @@ class RouteCache:
         async with self._db.platform() as conn:
             rows = await repository.all_routes(conn)
             tenants = await repository.all_tenants(conn)
+            releases = await repository.all_releases(conn)
         self._by_slug = {slug: (tenant_id, status) for tenant_id, slug, status in tenants}
-        grouped: dict[UUID, list[RouteRow]] = {}
+        primary: dict[UUID, Route] = {}
         for row in rows:
-            grouped.setdefault(row.tenant_id, []).append(row)
+            if row.model == row.base_model:
+                primary[row.deployment_id] = _route(row, None)
+        grouped: dict[UUID, list[Route]] = {}
+        statuses: dict[UUID, str] = {}
+        for row in rows:
+            fallback = (
+                primary.get(row.fallback_deployment_id) if row.fallback_deployment_id else None
+            )
+            grouped.setdefault(row.tenant_id, []).append(_route(row, fallback))
+            statuses[row.tenant_id] = row.tenant_status
+        by_tenant_release = {
+            r.tenant_id: Release(r.stable, r.canary, r.canary_percent, frozenset(r.canary_groups))
+            for r in releases
+        }
         self._tenants = {
             tenant_id: TenantRoutes(
-                status=rows_[0].tenant_status,
-                routes=tuple(
-                    Route(
-                        deployment=r.deployment,
-                        model=r.model,
-                        served_model_name=r.served_model_name,
-                        endpoint_url=r.endpoint_url,
-                        status=r.status,
-                        fim_tokens=r.fim_tokens,
-                    )
-                    for r in rows_
-                ),
+                status=statuses[tenant_id],
+                routes=tuple(routes),
+                release=by_tenant_release.get(tenant_id),
             )
-            for tenant_id, rows_ in grouped.items()
+            for tenant_id, routes in grouped.items()
         }
+
+
+def _route(row: RouteRow, fallback: Route | None) -> Route:
+    return Route(
+        deployment=row.deployment,
+        model=row.model,
+        served_model_name=row.served_model_name,
+        endpoint_url=row.endpoint_url,
+        status=row.status,
+        fim_tokens=row.fim_tokens,
+        base_model=row.base_model,
+        deployment_id=row.deployment_id,
+        fallback=fallback,
+    )
 
 
 class PolicyCache:

@@ -13,27 +13,64 @@ from psycopg.rows import class_row
 @dataclass(frozen=True, slots=True)
 class RouteRow:
     tenant_id: UUID
+    deployment_id: UUID
     deployment: str
     model: str
+    base_model: str
     served_model_name: str
     endpoint_url: str
     status: str
     fim_tokens: dict[str, str] | None
     tenant_status: str
+    fallback_deployment_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    tenant_id: UUID
+    stable: str
+    canary: str | None
+    canary_percent: int
+    canary_groups: list[str]
 
 
 async def all_routes(conn: psycopg.AsyncConnection[Any]) -> list[RouteRow]:
+    """Every model a BU can reach: each deployment's base model, and each adapter loaded on
+    a deployment (served under the adapter's own name)."""
     async with conn.cursor(row_factory=class_row(RouteRow)) as cur:
         await cur.execute(
             """
-            SELECT d.tenant_id, d.name AS deployment, m.name AS model, d.served_model_name,
-                   d.endpoint_url, d.status, coalesce(m.fim_tokens, base.fim_tokens) AS fim_tokens,
-                   t.status AS tenant_status
+            SELECT d.tenant_id, d.id AS deployment_id, d.name AS deployment, m.name AS model,
+                   m.name AS base_model, d.served_model_name, d.endpoint_url, d.status,
+                   m.fim_tokens, t.status AS tenant_status, d.fallback_deployment_id
             FROM model_deployments d
             JOIN models m ON m.id = d.model_id
-            LEFT JOIN models base ON base.id = m.base_model_id
             JOIN tenants t ON t.id = d.tenant_id
-            ORDER BY d.tenant_id, d.created_at
+            WHERE d.desired_state = 'running'
+            UNION ALL
+            SELECT d.tenant_id, d.id, d.name, a.name, m.name, a.name, d.endpoint_url, d.status,
+                   m.fim_tokens, t.status, d.fallback_deployment_id
+            FROM deployment_adapters da
+            JOIN model_deployments d ON d.id = da.deployment_id
+            JOIN models a ON a.id = da.model_id
+            JOIN models m ON m.id = d.model_id
+            JOIN tenants t ON t.id = d.tenant_id
+            WHERE da.state = 'loaded' AND d.desired_state = 'running'
+            ORDER BY 1, 3, 4
+            """
+        )
+        return await cur.fetchall()
+
+
+async def all_releases(conn: psycopg.AsyncConnection[Any]) -> list[ReleaseRow]:
+    async with conn.cursor(row_factory=class_row(ReleaseRow)) as cur:
+        await cur.execute(
+            """
+            SELECT r.tenant_id, s.name AS stable, c.name AS canary, r.canary_percent,
+                   r.canary_groups
+            FROM model_releases r
+            JOIN models s ON s.id = r.stable_model_id
+            LEFT JOIN models c ON c.id = r.canary_model_id
             """
         )
         return await cur.fetchall()
