@@ -81,6 +81,10 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 TABLES = ", ".join(
     [
+        "analytics_hourly",
+        "analytics_daily",
+        "analytics_daily_segments",
+        "analytics_rollup_state",
         "policies",
         "audit_log",
         "usage_events",

@@ -31,6 +31,10 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/bus/{bu_id}/policy/dry-run", {"text": "hello"}),
     ("GET", "/api/v1/bus/{bu_id}/audit", None),
     ("GET", "/api/v1/bus/{bu_id}/audit.csv", None),
+    ("GET", "/api/v1/bus/{bu_id}/metrics", None),
+    ("GET", "/api/v1/bus/{bu_id}/metrics/compare", None),
+    ("GET", "/api/v1/bus/{bu_id}/metrics.csv", None),
+    ("GET", "/api/v1/bus/{bu_id}/metrics/copilot", None),
 ]
 
 

@@ -241,6 +241,7 @@ class EventSink:
         self._buffer: deque[UsageEvent] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_replay = 0.0
         self.dropped = 0
         self.rejected = 0
@@ -265,7 +266,9 @@ class EventSink:
     async def stop(self) -> None:
         """Drain everything: to Postgres if it answers, else to the spool."""
         if self._task is not None:
-            self._task.cancel()
+            # Never cancel a write in flight: that batch would be neither written nor spooled.
+            self._stopping = True
+            self._wakeup.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while self._buffer:
@@ -277,11 +280,13 @@ class EventSink:
                     self._spool(rest[start : start + self._batch_size])
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_interval):
                     await self._wakeup.wait()
             self._wakeup.clear()
+            if self._stopping:
+                return
             while self._buffer:
                 if not await self._flush_once():
                     break

@@ -319,7 +319,23 @@ def _mount_optional() -> None:
     )
 
 
+def _mount_benchmarks() -> None:
+    bench = typer.Typer(help="Benchmarks that print measured numbers and a final JSON line.")
+    app.add_typer(bench, name="bench")
+    from cove.platform.analytics.cli import analytics_app
+
+    bench.add_typer(
+        analytics_app, name="analytics", help="Seed, roll up and time analytics queries."
+    )
+    try:
+        gateway_bench = importlib.import_module("cove.platform.bench.cli")
+    except ImportError:
+        return
+    bench.command("gateway", help="Gateway overhead vs direct and LiteLLM.")(gateway_bench.gateway)
+
+
 _mount_optional()
+_mount_benchmarks()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
+from cove.platform.analytics import tasks as analytics_tasks
 from cove.platform.core.celery_app import create_celery
 from cove.platform.core.db import SyncDatabase
 from cove.platform.core.logging import configure_logging
@@ -20,6 +21,7 @@ ENSURE_PARTITIONS = "usage.ensure_partitions"
 class WorkerSettings(CoveSettings):
     service_name: str = "cove-worker"
     health_check_seconds: float = 15.0
+    analytics_rollup_seconds: float = 300.0
 
 
 @functools.cache
@@ -33,6 +35,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
     app = create_celery(settings)
     deployment_tasks.register(app, _database)
+    analytics_tasks.register(app, _database)
 
     @app.task(name=ENSURE_PARTITIONS, acks_late=True)
     def ensure_partitions() -> int:
@@ -49,6 +52,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
             "schedule": settings.health_check_seconds,
         },
         "usage-partitions": {"task": ENSURE_PARTITIONS, "schedule": 3600.0},
+        **analytics_tasks.beat_schedule(settings.analytics_rollup_seconds),
     }
     return app
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
+from cove.platform.analytics.endpoints import router as analytics_router
 from cove.platform.audit.endpoints import router as audit_router
 from cove.platform.core.db import Database
 from cove.platform.core.errors import UpstreamUnavailable
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(deployments_router)
     app.include_router(policies_router)
     app.include_router(audit_router)
+    app.include_router(analytics_router)
 
     console = settings.console_dir
     index = console / "index.html" if console else None
