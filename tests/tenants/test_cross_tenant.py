@@ -31,6 +31,24 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/bus/{bu_id}/policy/dry-run", {"text": "hello"}),
     ("GET", "/api/v1/bus/{bu_id}/audit", None),
     ("GET", "/api/v1/bus/{bu_id}/audit.csv", None),
+    ("PATCH", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", {"generation": 1, "replicas": 2}),
+    ("DELETE", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", None),
+    ("POST", "/api/v1/bus/{bu_id}/deployments/{deployment_id}/adapters", {"model": "cove-tiny"}),
+    ("DELETE", "/api/v1/bus/{bu_id}/deployments/{deployment_id}/adapters/{model_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/capacity", None),
+    ("GET", "/api/v1/bus/{bu_id}/models", None),
+    (
+        "POST",
+        "/api/v1/bus/{bu_id}/adapters",
+        {"name": "evil-adapter", "base_model": "cove-tiny", "location": "adapters/x", "rank": 8},
+    ),
+    ("GET", "/api/v1/bus/{bu_id}/adapters/{model_id}", None),
+    ("DELETE", "/api/v1/bus/{bu_id}/adapters/{model_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/release", None),
+    ("PUT", "/api/v1/bus/{bu_id}/release", {"stable": "cove-tiny"}),
+    ("DELETE", "/api/v1/bus/{bu_id}/release", None),
+    ("POST", "/api/v1/bus/{bu_id}/release/promote", None),
+    ("POST", "/api/v1/bus/{bu_id}/release/rollback", None),
     ("GET", "/api/v1/bus/{bu_id}/metrics", None),
     ("GET", "/api/v1/bus/{bu_id}/metrics/compare", None),
     ("GET", "/api/v1/bus/{bu_id}/metrics.csv", None),
@@ -81,6 +99,7 @@ async def test_bu_a_cannot_read_or_change_bu_b(
         "bu_id": b["bu"].id,
         "key_id": b["dev_key_id"],
         "deployment_id": uuid.uuid4(),
+        "model_id": uuid.uuid4(),
     }
     for method, template, body in CASES:
         for key in (world["a"]["admin_key"], world["a"]["dev_key"]):

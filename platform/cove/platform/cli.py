@@ -311,12 +311,17 @@ def _mount_optional() -> None:
         return
     app.add_typer(module.policy_app, name="policy", help="Dry-run data-plane policy.")
     try:
-        deployments = importlib.import_module("cove.platform.deployments.k8s.cli")
-    except ImportError:  # the Kubernetes client is in the worker extra
+        # The Kubernetes client is in the worker extra.
+        deployments = importlib.import_module("cove.platform.deployments.cli")
+        models = importlib.import_module("cove.platform.models.cli")
+    except ImportError:
         return
     app.add_typer(
-        deployments.deployments_app, name="deployments", help="Model deployments in Kubernetes."
+        deployments.deployments_app,
+        name="deployments",
+        help="Model deployments: list, reconcile, render.",
     )
+    app.add_typer(models.models_app, name="models", help="The model catalog: base models, grants.")
 
 
 def _mount_benchmarks() -> None:

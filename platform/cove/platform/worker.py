@@ -53,6 +53,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
         },
         "usage-partitions": {"task": ENSURE_PARTITIONS, "schedule": 3600.0},
         **analytics_tasks.beat_schedule(settings.analytics_rollup_seconds),
+        **deployment_tasks.beat_schedule(),
     }
     return app
 

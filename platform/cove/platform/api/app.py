@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from cove.platform.analytics.endpoints import router as analytics_router
 from cove.platform.audit.endpoints import router as audit_router
+from cove.platform.core.celery_app import create_celery
 from cove.platform.core.db import Database
 from cove.platform.core.errors import UpstreamUnavailable
 from cove.platform.core.http import (
@@ -24,7 +25,9 @@ from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import router as deployments_router
+from cove.platform.models.endpoints import router as models_router
 from cove.platform.policies.endpoints import router as policies_router
+from cove.platform.releases.endpoints import router as releases_router
 from cove.tenants.bus.endpoints import router as bus_router
 from cove.tenants.identity.oidc import TokenVerifier
 from cove.tenants.keys.endpoints import router as keys_router
@@ -70,6 +73,8 @@ def create_app(
         await db.open(wait=False)
         app.state.db = db
         app.state.pepper = settings.secret_key.get_secret_value().encode()
+        # Reconcile tasks are sent to the workers after their transaction commits.
+        app.state.celery = create_celery(settings)
         verifier: TokenVerifier | None = None
         if settings.oidc_issuer:
             verifier = TokenVerifier(
@@ -82,6 +87,7 @@ def create_app(
         finally:
             if verifier is not None:
                 await verifier.close()
+            app.state.celery.close()
             await db.close()
 
     app = FastAPI(
@@ -124,6 +130,8 @@ def create_app(
     app.include_router(policies_router)
     app.include_router(audit_router)
     app.include_router(analytics_router)
+    app.include_router(models_router)
+    app.include_router(releases_router)
 
     console = settings.console_dir
     index = console / "index.html" if console else None

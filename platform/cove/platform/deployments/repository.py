@@ -1,43 +1,204 @@
-"""SQL for model deployments."""
+"""SQL for model deployments, the adapters on them, and what the reconciler observes.
+
+The async functions serve the API (inside a BU's or the platform's transaction); the sync
+ones serve the Celery tasks.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
-from cove.platform.deployments.schemas import Deployment
+from cove.platform.deployments.schemas import DeploymentAdapter
+
+ROUTES_CHANNEL = "cove_routes"
 
 _SELECT = """
-    SELECT d.id, d.tenant_id, d.name, m.name AS model, d.served_model_name, d.endpoint_url,
-           d.mode, d.status, d.status_detail, d.last_checked_at, d.created_at
-    FROM model_deployments d JOIN models m ON m.id = d.model_id
+    SELECT d.id, d.tenant_id, d.name, d.model_id, m.name AS model, d.served_model_name,
+           d.endpoint_url, d.mode, d.runtime, d.status, d.status_detail, d.last_checked_at,
+           d.created_at, d.updated_at, d.desired_state, d.generation, d.observed_generation,
+           d.spec, d.gpus, d.max_lora_rank, d.replicas_ready, d.fallback_deployment_id,
+           f.name AS fallback_deployment, d.capacity, d.conditions, d.reconciled_at
+    FROM model_deployments d
+    JOIN models m ON m.id = d.model_id
+    LEFT JOIN model_deployments f ON f.id = d.fallback_deployment_id
 """
+
+_ADAPTERS = """
+    SELECT da.deployment_id, da.model_id, a.name AS model, a.lora_rank AS rank, da.state,
+           da.detail, da.updated_at
+    FROM deployment_adapters da JOIN models a ON a.id = da.model_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRow:
+    id: UUID
+    tenant_id: UUID
+    name: str
+    model_id: UUID
+    model: str
+    served_model_name: str
+    endpoint_url: str
+    mode: str
+    runtime: str
+    status: str
+    status_detail: str | None
+    last_checked_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    desired_state: str
+    generation: int
+    observed_generation: int
+    spec: dict[str, Any]
+    gpus: int
+    max_lora_rank: int
+    replicas_ready: int
+    fallback_deployment_id: UUID | None
+    fallback_deployment: str | None
+    capacity: dict[str, Any]
+    conditions: list[dict[str, Any]]
+    reconciled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterRow:
+    deployment_id: UUID
+    model_id: UUID
+    model: str
+    rank: int | None
+    state: str
+    detail: str | None
+    updated_at: datetime
+
+    def public(self) -> DeploymentAdapter:
+        return DeploymentAdapter(
+            model_id=self.model_id,
+            model=self.model,
+            rank=self.rank,
+            state=self.state,
+            detail=self.detail,
+            updated_at=self.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    slug: str
+    gpu_quota: int
+    max_model_instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    gpus: int
+    managed_instances: int
 
 
 @dataclass(frozen=True, slots=True)
 class HealthTarget:
     id: UUID
+    tenant_id: UUID
+    runtime: str
     endpoint_url: str
     served_model_name: str
     status: str
+    capacity: dict[str, Any]
 
 
-async def list_for_tenant(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> list[Deployment]:
-    async with conn.cursor(row_factory=class_row(Deployment)) as cur:
+@dataclass(frozen=True, slots=True)
+class ReconcileTarget:
+    """Everything the reconciler needs about one deployment, read in one query."""
+
+    id: UUID
+    tenant_id: UUID
+    bu_slug: str
+    gpu_quota: int
+    name: str
+    runtime: str
+    mode: str
+    model: str
+    model_location: str
+    context_length: int | None
+    served_model_name: str
+    endpoint_url: str
+    status: str
+    status_detail: str | None
+    desired_state: str
+    generation: int
+    observed_generation: int
+    spec: dict[str, Any]
+    max_lora_rank: int
+    replicas_ready: int
+    capacity: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterTarget:
+    model_id: UUID
+    name: str
+    location: str
+    state: str
+    detail: str | None
+
+
+# ---- API side (async) ---------------------------------------------------------------------
+
+
+async def list_for_tenant(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID
+) -> list[DeploymentRow]:
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
         await cur.execute(_SELECT + " WHERE d.tenant_id = %s ORDER BY d.name", (tenant_id,))
         return await cur.fetchall()
 
 
 async def get(
     conn: psycopg.AsyncConnection[Any], tenant_id: UUID, deployment_id: UUID
-) -> Deployment | None:
-    async with conn.cursor(row_factory=class_row(Deployment)) as cur:
+) -> DeploymentRow | None:
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
         await cur.execute(
             _SELECT + " WHERE d.tenant_id = %s AND d.id = %s", (tenant_id, deployment_id)
+        )
+        return await cur.fetchone()
+
+
+async def get_by_name(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, name: str
+) -> DeploymentRow | None:
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        await cur.execute(_SELECT + " WHERE d.tenant_id = %s AND d.name = %s", (tenant_id, name))
+        return await cur.fetchone()
+
+
+async def adapters_of(
+    conn: psycopg.AsyncConnection[Any], deployment_ids: list[UUID]
+) -> dict[UUID, list[AdapterRow]]:
+    found: dict[UUID, list[AdapterRow]] = {i: [] for i in deployment_ids}
+    if not deployment_ids:
+        return found
+    async with conn.cursor(row_factory=class_row(AdapterRow)) as cur:
+        await cur.execute(
+            _ADAPTERS + " WHERE da.deployment_id = ANY(%s) ORDER BY a.name", (deployment_ids,)
+        )
+        for row in await cur.fetchall():
+            found[row.deployment_id].append(row)
+    return found
+
+
+async def adapter_on(
+    conn: psycopg.AsyncConnection[Any], deployment_id: UUID, model_id: UUID
+) -> AdapterRow | None:
+    async with conn.cursor(row_factory=class_row(AdapterRow)) as cur:
+        await cur.execute(
+            _ADAPTERS + " WHERE da.deployment_id = %s AND da.model_id = %s",
+            (deployment_id, model_id),
         )
         return await cur.fetchone()
 
@@ -48,35 +209,56 @@ async def model_id_by_name(conn: psycopg.AsyncConnection[Any], name: str) -> UUI
     return None if row is None else UUID(str(row[0]))
 
 
+async def lock_tenant(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> TenantLimits | None:
+    """The BU's limits, locked until the transaction ends: admissions of one BU queue up, so
+    two concurrent requests cannot both fit in the same free GPUs."""
+    async with conn.cursor(row_factory=class_row(TenantLimits)) as cur:
+        await cur.execute(
+            "SELECT slug, gpu_quota, max_model_instances FROM tenants WHERE id = %s FOR UPDATE",
+            (tenant_id,),
+        )
+        return await cur.fetchone()
+
+
+async def usage(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, *, excluding: UUID | None = None
+) -> Usage:
+    """GPUs and managed instances the BU holds, counting deployments still being deleted
+    (their instances hold the GPUs until the reconciler has stopped them)."""
+    cur = await conn.execute(
+        "SELECT coalesce(sum(gpus), 0),"
+        " count(*) FILTER (WHERE runtime IN ('local', 'kubernetes'))"
+        " FROM model_deployments WHERE tenant_id = %s AND id IS DISTINCT FROM %s",
+        (tenant_id, excluding),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Usage(gpus=int(row[0]), managed_instances=int(row[1]))
+
+
 async def insert(conn: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> UUID:
+    full = {
+        "runtime": "external",
+        "mode": "dedicated",
+        "spec": {},
+        "gpus": 0,
+        "max_lora_rank": 8,
+        "fallback_deployment_id": None,
+        "status": "pending",
+        **values,
+    }
+    full["spec"] = Jsonb(full["spec"])
     cur = await conn.execute(
         "INSERT INTO model_deployments (tenant_id, name, model_id, served_model_name,"
-        " endpoint_url) VALUES (%(tenant_id)s, %(name)s, %(model_id)s, %(served_model_name)s,"
-        " %(endpoint_url)s) RETURNING id",
-        values,
+        " endpoint_url, runtime, mode, spec, gpus, max_lora_rank, fallback_deployment_id,"
+        " status) VALUES (%(tenant_id)s, %(name)s, %(model_id)s, %(served_model_name)s,"
+        " %(endpoint_url)s, %(runtime)s, %(mode)s, %(spec)s, %(gpus)s, %(max_lora_rank)s,"
+        " %(fallback_deployment_id)s, %(status)s) RETURNING id",
+        full,
     )
     row = await cur.fetchone()
     assert row is not None
     return UUID(str(row[0]))
-
-
-def health_targets(conn: psycopg.Connection[Any]) -> list[HealthTarget]:
-    with conn.cursor(row_factory=class_row(HealthTarget)) as cur:
-        cur.execute(
-            "SELECT id, endpoint_url, served_model_name, status FROM model_deployments ORDER BY id"
-        )
-        return cur.fetchall()
-
-
-def record_health(
-    conn: psycopg.Connection[Any], deployment_id: UUID, status: str, detail: str | None
-) -> None:
-    conn.execute(
-        "UPDATE model_deployments SET status = %s, status_detail = %s, last_checked_at = now(),"
-        " updated_at = CASE WHEN status IS DISTINCT FROM %s THEN now() ELSE updated_at END"
-        " WHERE id = %s",
-        (status, detail, status, deployment_id),
-    )
 
 
 async def upsert(conn: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> UUID:
@@ -94,3 +276,294 @@ async def upsert(conn: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> 
     row = await cur.fetchone()
     assert row is not None
     return UUID(str(row[0]))
+
+
+async def update_desired(
+    conn: psycopg.AsyncConnection[Any],
+    deployment_id: UUID,
+    expected_generation: int,
+    values: dict[str, Any],
+) -> int | None:
+    """Write a new desired state if nobody changed the deployment since `expected_generation`;
+    returns the new generation, or None when the generation moved on (a conflict)."""
+    cur = await conn.execute(
+        "UPDATE model_deployments SET spec = %(spec)s, gpus = %(gpus)s,"
+        " max_lora_rank = %(max_lora_rank)s, endpoint_url = %(endpoint_url)s,"
+        " fallback_deployment_id = %(fallback_deployment_id)s, generation = generation + 1,"
+        " updated_at = now()"
+        " WHERE id = %(id)s AND generation = %(expected)s AND desired_state = 'running'"
+        " RETURNING generation",
+        {
+            **values,
+            "spec": Jsonb(values["spec"]),
+            "id": deployment_id,
+            "expected": expected_generation,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def mark_deleted(conn: psycopg.AsyncConnection[Any], deployment_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE model_deployments SET desired_state = 'deleted', generation = generation + 1,"
+        " updated_at = now() WHERE id = %s",
+        (deployment_id,),
+    )
+
+
+async def drop_as_fallback(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, deployment_id: UUID
+) -> list[str]:
+    """Stop other deployments falling back to this one; returns their names."""
+    cur = await conn.execute(
+        "UPDATE model_deployments SET fallback_deployment_id = NULL, updated_at = now()"
+        " WHERE tenant_id = %s AND fallback_deployment_id = %s RETURNING name",
+        (tenant_id, deployment_id),
+    )
+    return sorted(str(row[0]) for row in await cur.fetchall())
+
+
+async def routable_models(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, *, excluding: UUID | None = None
+) -> dict[str, UUID]:
+    """Models the gateway can route for the BU (name -> id): the base model of each running
+    deployment, and each adapter loaded on one. `excluding` leaves out one deployment."""
+    cur = await conn.execute(
+        "SELECT m.name, m.id FROM model_deployments d JOIN models m ON m.id = d.model_id"
+        " WHERE d.tenant_id = %(t)s AND d.desired_state = 'running'"
+        " AND d.id IS DISTINCT FROM %(x)s"
+        " UNION"
+        " SELECT a.name, a.id FROM deployment_adapters da"
+        " JOIN model_deployments d ON d.id = da.deployment_id"
+        " JOIN models a ON a.id = da.model_id"
+        " WHERE d.tenant_id = %(t)s AND d.desired_state = 'running' AND da.state = 'loaded'"
+        " AND d.id IS DISTINCT FROM %(x)s",
+        {"t": tenant_id, "x": excluding},
+    )
+    return {str(row[0]): UUID(str(row[1])) for row in await cur.fetchall()}
+
+
+async def adapter_loaded_elsewhere(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, model_id: UUID, deployment_id: UUID
+) -> bool:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM deployment_adapters da"
+        " JOIN model_deployments d ON d.id = da.deployment_id"
+        " WHERE da.tenant_id = %s AND da.model_id = %s AND da.deployment_id <> %s"
+        " AND da.state = 'loaded' AND d.desired_state = 'running')",
+        (tenant_id, model_id, deployment_id),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def release_models(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> dict[str, UUID]:
+    """The models the BU's release sends traffic to (stable and canary), by role."""
+    cur = await conn.execute(
+        "SELECT stable_model_id, canary_model_id FROM model_releases WHERE tenant_id = %s",
+        (tenant_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return {}
+    found = {"stable": UUID(str(row[0]))}
+    if row[1] is not None:
+        found["canary"] = UUID(str(row[1]))
+    return found
+
+
+async def attach_adapter(
+    conn: psycopg.AsyncConnection[Any], deployment_id: UUID, model_id: UUID, tenant_id: UUID
+) -> None:
+    """Ask for the adapter on the deployment (again, after a failure or an unload)."""
+    await conn.execute(
+        "INSERT INTO deployment_adapters (deployment_id, model_id, tenant_id, state)"
+        " VALUES (%s, %s, %s, 'pending')"
+        " ON CONFLICT (deployment_id, model_id) DO UPDATE SET state = 'pending', detail = NULL,"
+        " updated_at = now()",
+        (deployment_id, model_id, tenant_id),
+    )
+
+
+async def request_unload(
+    conn: psycopg.AsyncConnection[Any], deployment_id: UUID, model_id: UUID
+) -> None:
+    await conn.execute(
+        "UPDATE deployment_adapters SET state = 'unloading', detail = NULL, updated_at = now()"
+        " WHERE deployment_id = %s AND model_id = %s",
+        (deployment_id, model_id),
+    )
+
+
+async def tenant_limits(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> TenantLimits | None:
+    async with conn.cursor(row_factory=class_row(TenantLimits)) as cur:
+        await cur.execute(
+            "SELECT slug, gpu_quota, max_model_instances FROM tenants WHERE id = %s", (tenant_id,)
+        )
+        return await cur.fetchone()
+
+
+async def notify_routes(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> None:
+    """Gateways reload their routes when the transaction commits."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id)))
+
+
+# ---- worker side (sync) -------------------------------------------------------------------
+
+
+def health_targets(conn: psycopg.Connection[Any]) -> list[HealthTarget]:
+    with conn.cursor(row_factory=class_row(HealthTarget)) as cur:
+        cur.execute(
+            "SELECT id, tenant_id, runtime, endpoint_url, served_model_name, status, capacity"
+            " FROM model_deployments WHERE desired_state = 'running' ORDER BY id"
+        )
+        return cur.fetchall()
+
+
+def record_health(
+    conn: psycopg.Connection[Any], deployment_id: UUID, status: str, detail: str | None
+) -> None:
+    conn.execute(
+        "UPDATE model_deployments SET status = %s, status_detail = %s, last_checked_at = now(),"
+        " updated_at = CASE WHEN status IS DISTINCT FROM %s THEN now() ELSE updated_at END"
+        " WHERE id = %s",
+        (status, detail, status, deployment_id),
+    )
+
+
+def record_capacity(
+    conn: psycopg.Connection[Any], deployment_id: UUID, capacity: dict[str, Any]
+) -> None:
+    conn.execute(
+        "UPDATE model_deployments SET capacity = %s, last_checked_at = now() WHERE id = %s",
+        (Jsonb(capacity), deployment_id),
+    )
+
+
+def try_lock(conn: psycopg.Connection[Any], deployment_id: UUID) -> bool:
+    """A transaction-scoped lock: one reconcile of a deployment at a time, across workers."""
+    cur = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtext('cove.reconcile'), hashtext(%s))",
+        (str(deployment_id),),
+    )
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def reconcile_target(conn: psycopg.Connection[Any], deployment_id: UUID) -> ReconcileTarget | None:
+    with conn.cursor(row_factory=class_row(ReconcileTarget)) as cur:
+        cur.execute(
+            "SELECT d.id, d.tenant_id, t.slug AS bu_slug, t.gpu_quota, d.name, d.runtime,"
+            " d.mode, m.name AS model, m.location AS model_location, m.context_length,"
+            " d.served_model_name, d.endpoint_url, d.status, d.status_detail, d.desired_state,"
+            " d.generation, d.observed_generation, d.spec, d.max_lora_rank, d.replicas_ready,"
+            " d.capacity"
+            " FROM model_deployments d JOIN models m ON m.id = d.model_id"
+            " JOIN tenants t ON t.id = d.tenant_id WHERE d.id = %s",
+            (deployment_id,),
+        )
+        return cur.fetchone()
+
+
+def adapter_targets(conn: psycopg.Connection[Any], deployment_id: UUID) -> list[AdapterTarget]:
+    with conn.cursor(row_factory=class_row(AdapterTarget)) as cur:
+        cur.execute(
+            "SELECT da.model_id, a.name, a.location, da.state, da.detail"
+            " FROM deployment_adapters da JOIN models a ON a.id = da.model_id"
+            " WHERE da.deployment_id = %s ORDER BY a.name",
+            (deployment_id,),
+        )
+        return cur.fetchall()
+
+
+def set_adapter_state(
+    conn: psycopg.Connection[Any],
+    deployment_id: UUID,
+    model_id: UUID,
+    state: str,
+    detail: str | None,
+) -> None:
+    conn.execute(
+        "UPDATE deployment_adapters SET state = %s, detail = %s, updated_at = now()"
+        " WHERE deployment_id = %s AND model_id = %s",
+        (state, detail, deployment_id, model_id),
+    )
+
+
+def forget_adapter(conn: psycopg.Connection[Any], deployment_id: UUID, model_id: UUID) -> None:
+    conn.execute(
+        "DELETE FROM deployment_adapters WHERE deployment_id = %s AND model_id = %s"
+        " AND state = 'unloading'",
+        (deployment_id, model_id),
+    )
+
+
+def reset_loaded_adapters(conn: psycopg.Connection[Any], deployment_id: UUID, detail: str) -> int:
+    """A restarted instance has lost its hot-loaded adapters: load them again."""
+    cur = conn.execute(
+        "UPDATE deployment_adapters SET state = 'pending', detail = %s, updated_at = now()"
+        " WHERE deployment_id = %s AND state = 'loaded'",
+        (detail, deployment_id),
+    )
+    return cur.rowcount
+
+
+def record_observed(
+    conn: psycopg.Connection[Any],
+    deployment_id: UUID,
+    *,
+    generation: int,
+    status: str,
+    detail: str | None,
+    endpoint_url: str,
+    replicas_ready: int,
+    conditions: list[dict[str, Any]],
+    capacity: dict[str, Any] | None,
+) -> None:
+    conn.execute(
+        "UPDATE model_deployments SET observed_generation = greatest(observed_generation, %s),"
+        " status = %s, status_detail = %s, endpoint_url = %s, replicas_ready = %s,"
+        " conditions = %s, capacity = coalesce(%s, capacity), reconciled_at = now(),"
+        " last_checked_at = now(),"
+        " updated_at = CASE WHEN status IS DISTINCT FROM %s OR endpoint_url IS DISTINCT FROM %s"
+        "   THEN now() ELSE updated_at END"
+        " WHERE id = %s",
+        (
+            generation,
+            status,
+            detail,
+            endpoint_url,
+            replicas_ready,
+            Jsonb(conditions),
+            Jsonb(capacity) if capacity is not None else None,
+            status,
+            endpoint_url,
+            deployment_id,
+        ),
+    )
+
+
+def delete_row(conn: psycopg.Connection[Any], deployment_id: UUID) -> None:
+    conn.execute(
+        "DELETE FROM model_deployments WHERE id = %s AND desired_state = 'deleted'",
+        (deployment_id,),
+    )
+
+
+def needing_reconcile(conn: psycopg.Connection[Any]) -> list[UUID]:
+    """Deployments the sweep reconciles: every managed instance (to notice crashes and
+    drift), and any deployment with a change not yet carried out."""
+    cur = conn.execute(
+        "SELECT d.id FROM model_deployments d"
+        " WHERE d.runtime IN ('local', 'kubernetes') OR d.desired_state = 'deleted'"
+        " OR d.observed_generation < d.generation"
+        " OR EXISTS (SELECT 1 FROM deployment_adapters da WHERE da.deployment_id = d.id"
+        "   AND da.state IN ('pending', 'unloading'))"
+        " ORDER BY d.id"
+    )
+    return [UUID(str(row[0])) for row in cur.fetchall()]
+
+
+def notify_routes_sync(conn: psycopg.Connection[Any], tenant_id: UUID) -> None:
+    conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id)))

@@ -24,6 +24,7 @@ from cove.platform.deployments.k8s.render import (
     apply_plan,
     is_deployment_scoped,
     render,
+    selector_labels,
 )
 from cove.platform.deployments.k8s.spec import DeploymentSpec
 
@@ -81,6 +82,15 @@ class InstanceStatus:
             and self.ready_replicas >= self.desired_replicas
             and self.updated_replicas >= self.desired_replicas
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """One pod of a deployment, as far as the reconciler cares: can it be talked to?"""
+
+    name: str
+    ip: str | None
+    ready: bool
 
 
 MISSING = InstanceStatus(
@@ -186,6 +196,20 @@ class KubernetesApplier:
             return MISSING
         return _instance_status(body)
 
+    def list_pods(self, spec: DeploymentSpec) -> list[PodInfo]:
+        """The deployment's pods (by its stable selector labels), for per-pod calls such as
+        hot-loading an adapter into every replica."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(spec).items()))
+        status, body = self._request(
+            "GET",
+            f"/api/v1/namespaces/{quote(spec.namespace, safe='')}/pods",
+            query=[("labelSelector", selector)],
+            allow_missing=True,
+        )
+        if status == 404 or not isinstance(body, dict):
+            return []
+        return [_pod_info(item) for item in body.get("items") or [] if isinstance(item, dict)]
+
     def _request(
         self,
         method: str,
@@ -249,3 +273,15 @@ def _instance_status(deployment: dict[str, Any]) -> InstanceStatus:
         >= int(metadata.get("generation", 0)),
         conditions=conditions,
     )
+
+
+def _pod_info(pod: dict[str, Any]) -> PodInfo:
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    ready = any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    # A pod being deleted still reports Ready until its containers stop.
+    ready = ready and not metadata.get("deletionTimestamp")
+    return PodInfo(name=str(metadata.get("name", "")), ip=status.get("podIP"), ready=ready)

@@ -1,0 +1,120 @@
+"""`cove deployments …`: a BU's deployments from a terminal.
+
+Commands act as a platform admin against the database in COVE_DATABASE_URL (or the local
+stack's, from `.cove/env`), through the same services as the API, so the same rules, audit
+entries and notifications apply. Output is JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import orjson
+import typer
+
+from cove.platform.core.db import Database
+from cove.platform.core.errors import CoveError
+from cove.platform.core.settings import CoveSettings
+from cove.platform.deployments.k8s.cli import render_command
+from cove.tenants.principal import Principal, Role, Scope
+
+T = TypeVar("T")
+
+deployments_app = typer.Typer(help="Model deployments.", no_args_is_help=True)
+deployments_app.command("render")(render_command)
+
+
+def cli_principal() -> Principal:
+    user = getpass.getuser()
+    return Principal(
+        subject=f"cli:{user}",
+        username=f"cli:{user}",
+        tenant_id=None,
+        user_id=None,
+        roles=frozenset({Role.PLATFORM_ADMIN}),
+        scopes=frozenset({Scope.ADMIN_READ, Scope.ADMIN_WRITE}),
+    )
+
+
+def _stack_env() -> None:
+    env_file = Path(os.environ.get("COVE_HOME", ".cove")) / "env"
+    if env_file.exists():
+        for line in env_file.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("COVE_"):
+                os.environ.setdefault(key, value)
+
+
+def run_with_db(work: Callable[[Database], Awaitable[T]]) -> T:
+    _stack_env()
+    settings = CoveSettings()
+
+    async def runner() -> T:
+        db = Database(settings, min_size=0)
+        await db.open(timeout=5)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(runner())
+    except CoveError as exc:
+        typer.secho(f"error: {exc.message} ({exc.error_code})", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+
+
+def print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+async def bu_id_of(db: Database, slug: str) -> UUID:
+    from cove.tenants.bus import repository as bu_repository
+
+    async with db.platform() as conn:
+        found = await bu_repository.get_by_slug(conn, slug)
+    if found is None:
+        raise CoveError(f"no business unit with slug '{slug}'", code="bu_not_found")
+    return found.id
+
+
+@deployments_app.command("list")
+def list_deployments(bu: Annotated[str, typer.Option(help="BU slug")]) -> None:
+    """The BU's deployments with their status, replicas and adapters."""
+    from cove.platform.deployments import service
+
+    async def work(db: Database) -> Any:
+        return await service.list_deployments(db, cli_principal(), await bu_id_of(db, bu))
+
+    print_json([d.model_dump(mode="json") for d in run_with_db(work)])
+
+
+@deployments_app.command("reconcile")
+def reconcile(deployment_id: UUID) -> None:
+    """Reconcile one deployment now, in this process (what the worker's task does)."""
+    import httpx
+
+    from cove.platform.core.db import SyncDatabase
+    from cove.platform.deployments import reconciler
+    from cove.platform.deployments.runtime.factory import build_drivers
+    from cove.platform.deployments.runtime.vllm_api import VllmApi
+    from cove.platform.deployments.settings import RuntimeSettings
+
+    _stack_env()
+    settings = RuntimeSettings()
+    db = SyncDatabase(settings)
+    db.open()
+    try:
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+            outcome = reconciler.reconcile(
+                db, build_drivers(settings, client), VllmApi(client), deployment_id
+            )
+    finally:
+        db.close()
+    print_json(outcome.as_dict())

@@ -1,0 +1,317 @@
+"""The reconciler with the Kubernetes runtime driver: deployments created through the API are
+server-side-applied by the real `kubernetes` client to the recording API server of
+test_k8s_client.py; the status it reports flows back into Postgres, drift is corrected, adapters
+are recorded on the Deployment and hot-loaded into each ready pod, deletion cleans up."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes.client import Configuration
+
+from cove.platform.core.db import SyncDatabase
+from cove.platform.deployments import reconciler
+from cove.platform.deployments.k8s.client import KubernetesApplier
+from cove.platform.deployments.k8s.spec import ImageRef
+from cove.platform.deployments.runtime.base import RuntimeFailure
+from cove.platform.deployments.runtime.factory import Drivers
+from cove.platform.deployments.runtime.kubernetes import (
+    ClusterSettings,
+    KubernetesDriver,
+    cluster_settings,
+)
+from cove.platform.deployments.runtime.vllm_api import VllmApi
+from cove.platform.deployments.settings import RuntimeSettings
+from tests.conftest import ServerThread
+from tests.factories import bearer
+from tests.platform.deployments_support import (
+    FakeVllm,
+    control,  # noqa: F401 - a fixture
+    register_base,
+    sync_db,  # noqa: F401 - a fixture
+)
+from tests.platform.test_k8s_client import (
+    FakeApiServer,
+    api_server,  # noqa: F401 - a fixture
+)
+
+NS = "cove-bu-bu-a"
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/coder"
+QUOTA = f"/api/v1/namespaces/{NS}/resourcequotas/cove-gpu-quota"
+PODS = f"/api/v1/namespaces/{NS}/pods"
+CLUSTER = ClusterSettings(
+    image=ImageRef(repository="registry.internal/vllm/vllm-openai", tag="v0.11.0"),
+    model_volume_claim="cove-models",
+    gateway_namespace="cove",
+    gateway_pod_labels={"app.kubernetes.io/name": "cove", "app.kubernetes.io/component": "gateway"},
+)
+
+
+@pytest.fixture
+def pod_vllm() -> Iterator[tuple[FakeVllm, ServerThread]]:
+    """What answers on each pod's vLLM port."""
+    fake = FakeVllm(served={"coder-7b"})
+    with ServerThread(fake.app()) as server:
+        yield fake, server
+
+
+@pytest.fixture
+def cluster(
+    api_server: FakeApiServer,
+    pod_vllm: tuple[FakeVllm, ServerThread],
+) -> Iterator[Any]:
+    configuration = Configuration(
+        host=api_server.url,
+        api_key={"authorization": "test-token"},
+        api_key_prefix={"authorization": "Bearer"},
+    )
+    http = httpx.Client(timeout=5)
+    api = VllmApi(http)
+    with KubernetesApplier.from_configuration(configuration, timeout_seconds=5) as applier:
+        driver = KubernetesDriver(applier, CLUSTER, api, pod_port=pod_vllm[1].port)
+
+        def reconcile(db: SyncDatabase, deployment_id: str) -> reconciler.Outcome:
+            drivers = Drivers({"kubernetes": lambda: driver})
+            return reconciler.reconcile(db, drivers, api, uuid.UUID(deployment_id))
+
+        yield reconcile
+    http.close()
+
+
+def _pods(api_server: FakeApiServer, ready: int) -> None:
+    api_server.objects[PODS] = {
+        "kind": "PodList",
+        "items": [
+            {
+                "metadata": {"name": f"coder-{n}"},
+                "status": {
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True" if n < ready else "False"}],
+                },
+            }
+            for n in range(2)
+        ],
+    }
+
+
+@pytest.fixture
+async def coder(control: httpx.AsyncClient, world: dict[str, Any]) -> dict[str, Any]:
+    await register_base(
+        control, world, name="coder-7b", location="base/coder-7b", context_length=8192
+    )
+    resp = await control.patch(
+        f"/api/v1/bus/{world['a']['bu'].id}",
+        json={"gpu_quota": 6},
+        headers=bearer(world["admin_key"]),
+    )
+    assert resp.status_code == 200
+    created = await control.post(
+        f"/api/v1/bus/{world['a']['bu'].id}/deployments",
+        json={
+            "name": "coder",
+            "model": "coder-7b",
+            "runtime": "kubernetes",
+            "mode": "shared",
+            "replicas": 2,
+            "gpu_type": "NVIDIA-L40S",
+            "vllm": {"max_lora_rank": 16},
+        },
+        headers=bearer(world["a"]["admin_key"]),
+    )
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def _get(
+    control: httpx.AsyncClient, world: dict[str, Any], deployment: dict[str, Any]
+) -> Any:
+    resp = await control.get(
+        f"/api/v1/bus/{world['a']['bu'].id}/deployments/{deployment['id']}",
+        headers=bearer(world["a"]["admin_key"]),
+    )
+    return resp.json() if resp.status_code == 200 else None
+
+
+async def test_a_deployment_is_applied_and_its_status_flows_back(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    api_server.ready_replicas = 0
+    _pods(api_server, ready=0)
+    starting = cluster(sync_db, coder["id"])
+    assert starting.status == "pending"
+    assert starting.requeue is True
+    patches = [r.path for r in api_server.sent("PATCH")]
+    assert DEPLOYMENT in patches
+    assert len(patches) == 7
+    quota = api_server.objects[QUOTA]
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "6"}
+    deployment = api_server.objects[DEPLOYMENT]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.internal/vllm/vllm-openai:v0.11.0"
+    assert "--max-lora-rank=16" in container["args"]
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-L40S"
+    }
+    seen = await _get(control, world, coder)
+    assert seen["status"] == "pending"
+    assert seen["replicas_ready"] == 0
+    assert "0 of 2 ready" in seen["status_detail"]
+
+    api_server.ready_replicas = None
+    _pods(api_server, ready=2)
+    ready = cluster(sync_db, coder["id"])
+    assert ready.status == "ready"
+    assert ready.requeue is False
+    seen = await _get(control, world, coder)
+    assert seen["status"] == "ready"
+    assert seen["replicas_ready"] == 2
+    assert seen["observed_generation"] == 1
+    assert seen["endpoint_url"] == "http://coder.cove-bu-bu-a.svc:8000"
+    assert {c["type"] for c in seen["conditions"]} == {"Available", "Progressing"}
+
+
+async def test_drift_is_corrected_and_spec_changes_are_applied(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    _pods(api_server, ready=2)
+    cluster(sync_db, coder["id"])
+    api_server.scale(DEPLOYMENT, 7)  # someone ran `kubectl scale`
+    cluster(sync_db, coder["id"])
+    assert api_server.objects[DEPLOYMENT]["spec"]["replicas"] == 2
+
+    changed = await control.patch(
+        f"/api/v1/bus/{world['a']['bu'].id}/deployments/{coder['id']}",
+        json={"generation": 1, "replicas": 3},
+        headers=bearer(world["a"]["admin_key"]),
+    )
+    assert changed.status_code == 200, changed.text
+    cluster(sync_db, coder["id"])
+    assert api_server.objects[DEPLOYMENT]["spec"]["replicas"] == 3
+    seen = await _get(control, world, coder)
+    assert (seen["generation"], seen["observed_generation"]) == (2, 2)
+
+
+async def test_adapters_are_annotated_and_hot_loaded_into_every_ready_pod(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+    pod_vllm: tuple[FakeVllm, ServerThread],
+) -> None:
+    fake, _ = pod_vllm
+    _pods(api_server, ready=2)
+    cluster(sync_db, coder["id"])
+    bu = world["a"]["bu"].id
+    headers = bearer(world["a"]["admin_key"])
+    adapter = await control.post(
+        f"/api/v1/bus/{bu}/adapters",
+        json={
+            "name": "a-coder-v1",
+            "base_model": "coder-7b",
+            "location": "adapters/bu-a/coder-v1",
+            "rank": 16,
+        },
+        headers=headers,
+    )
+    assert adapter.status_code == 201, adapter.text
+    local_only = await control.post(
+        f"/api/v1/bus/{bu}/adapters",
+        json={"name": "a-local", "base_model": "coder-7b", "location": "/nonexistent/x", "rank": 8},
+        headers=headers,
+    )
+    assert local_only.status_code == 422  # a missing local directory is refused at once
+    attached = await control.post(
+        f"/api/v1/bus/{bu}/deployments/{coder['id']}/adapters",
+        json={"model": "a-coder-v1"},
+        headers=headers,
+    )
+    assert attached.status_code == 202, attached.text
+    cluster(sync_db, coder["id"])
+    annotation = api_server.objects[DEPLOYMENT]["metadata"]["annotations"]["cove.dev/adapters"]
+    path = "/models/pvc/cove-models/adapters/bu-a/coder-v1"
+    assert json.loads(annotation) == [{"name": "a-coder-v1", "path": path}]
+    loads = [body for p, body in fake.lora_calls() if p == "/v1/load_lora_adapter"]
+    # The first pod loads it; the second (the same stand-in here) reports it loaded already.
+    assert loads == [{"lora_name": "a-coder-v1", "lora_path": path}] * 2
+    seen = await _get(control, world, coder)
+    assert [(a["model"], a["state"]) for a in seen["adapters"]] == [("a-coder-v1", "loaded")]
+
+    # A new pod has lost it: the next reconcile restores it.
+    fake.served.discard("a-coder-v1")
+    cluster(sync_db, coder["id"])
+    assert len([p for p, _ in fake.lora_calls() if p == "/v1/load_lora_adapter"]) == 4
+    assert "a-coder-v1" in fake.served
+
+
+async def test_deletion_removes_the_deployment_objects_but_not_the_bu_namespace(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    _pods(api_server, ready=2)
+    cluster(sync_db, coder["id"])
+    deleted = await control.delete(
+        f"/api/v1/bus/{world['a']['bu'].id}/deployments/{coder['id']}",
+        headers=bearer(world["a"]["admin_key"]),
+    )
+    assert deleted.status_code == 202
+    outcome = cluster(sync_db, coder["id"])
+    assert outcome.action == "deleted"
+    deletes = [r.path for r in api_server.sent("DELETE")]
+    assert deletes == [
+        f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/coder",
+        f"/api/v1/namespaces/{NS}/services/coder",
+        DEPLOYMENT,
+        f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/coder-allow-gateway",
+    ]
+    assert f"/api/v1/namespaces/{NS}" in api_server.objects
+    assert await _get(control, world, coder) is None
+
+
+async def test_an_api_server_refusal_is_reported_not_raised(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    api_server.failures[("PATCH", DEPLOYMENT)] = (403, "deployments.apps is forbidden")
+    outcome = cluster(sync_db, coder["id"])
+    assert outcome.status == "unavailable"
+    seen = await _get(control, world, coder)
+    assert seen["status"] == "unavailable"
+    assert "deployments.apps is forbidden" in seen["status_detail"]
+
+
+def test_cluster_settings_come_from_the_workers_environment() -> None:
+    settings = RuntimeSettings(
+        vllm_image_repository="registry.internal/vllm/vllm-openai",
+        vllm_image_tag="v0.11.0",
+        model_volume_claim="models",
+    )
+    cluster = cluster_settings(settings)
+    assert cluster.image.reference == "registry.internal/vllm/vllm-openai:v0.11.0"
+    assert cluster.model_volume_claim == "models"
+    with pytest.raises(RuntimeFailure, match="latest"):
+        cluster_settings(RuntimeSettings(vllm_image_tag="latest"))
