@@ -160,24 +160,8 @@ def _message_texts(
 
 
 def _fallback_for(route: Route) -> Route | None:
-    """The fallback instance, serving the same model version under its own served name."""
-    fallback = route.fallback
-    if fallback is None:
-        return None
-    if route.model != route.base_model:
-        # An adapter: the fallback instance must have the same adapter loaded; it is served
-        # there under the adapter's name.
-        return Route(
-            deployment=fallback.deployment,
-            model=route.model,
-            served_model_name=route.served_model_name,
-            endpoint_url=fallback.endpoint_url,
-            status=fallback.status,
-            fim_tokens=route.fim_tokens,
-            base_model=route.base_model,
-            deployment_id=fallback.deployment_id,
-        )
-    return fallback
+    """The deployment's fallback instance: the same version if loaded there, else its base."""
+    return route.fallback
 
 
 def _user_hash(principal: Principal) -> str:
@@ -359,7 +343,11 @@ def create_app(
         ):
             raise ModelNotAllowed(f"Your policy does not allow the model '{route.model}'")
         breakers: CircuitBreakers = request.app.state.breakers
-        if route.status == "unavailable" or breakers.is_open(route.endpoint_url):
+        not_ready = route.status == "unavailable" or (
+            # An instance not yet seen healthy is skipped while a fallback can serve.
+            route.status == "pending" and route.fallback is not None
+        )
+        if not_ready or breakers.is_open(route.endpoint_url):
             fallback = _fallback_for(route)
             if fallback is not None and not breakers.is_open(fallback.endpoint_url):
                 return fallback

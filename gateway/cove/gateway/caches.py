@@ -186,16 +186,24 @@ class RouteCache:
             tenants = await repository.all_tenants(conn)
             releases = await repository.all_releases(conn)
         self._by_slug = {slug: (tenant_id, status) for tenant_id, slug, status in tenants}
-        primary: dict[UUID, Route] = {}
-        for row in rows:
-            if row.model == row.base_model:
-                primary[row.deployment_id] = _route(row, None)
+        # A fallback serves the same version when the fallback instance has it (an adapter
+        # loaded there too), else the fallback instance's base model.
+        plain: dict[tuple[UUID, str], Route] = {
+            (row.deployment_id, row.model): _route(row, None) for row in rows
+        }
+        base: dict[UUID, Route] = {
+            row.deployment_id: plain[(row.deployment_id, row.model)]
+            for row in rows
+            if row.model == row.base_model
+        }
         grouped: dict[UUID, list[Route]] = {}
         statuses: dict[UUID, str] = {}
         for row in rows:
-            fallback = (
-                primary.get(row.fallback_deployment_id) if row.fallback_deployment_id else None
-            )
+            fallback = None
+            if row.fallback_deployment_id is not None:
+                fallback = plain.get((row.fallback_deployment_id, row.model)) or base.get(
+                    row.fallback_deployment_id
+                )
             grouped.setdefault(row.tenant_id, []).append(_route(row, fallback))
             statuses[row.tenant_id] = row.tenant_status
         by_tenant_release = {
