@@ -327,6 +327,17 @@ def _mount_optional() -> None:
 def _mount_benchmarks() -> None:
     bench = typer.Typer(help="Benchmarks that print measured numbers and a final JSON line.")
     app.add_typer(bench, name="bench")
+    try:
+        finetune = importlib.import_module("cove.finetune.cli")
+    except ImportError:  # the train extra is not installed
+        finetune = None
+    if finetune is not None:
+        app.add_typer(
+            finetune.finetune_app, name="finetune", help="Private-SDK fine-tuning (LoRA)."
+        )
+        bench.command("finetune", help="Dataset-builder throughput on a large code tree.")(
+            finetune.bench_command
+        )
     from cove.platform.analytics.cli import analytics_app
 
     bench.add_typer(
