@@ -43,3 +43,6 @@ if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" ]]; then
 fi
 
 scripts/ensure-vllm.sh >/dev/null
+
+# The admin console (React); skipped with a message when Node 20.19+ is not available.
+web/scripts/ensure-built.sh

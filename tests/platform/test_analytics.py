@@ -93,7 +93,7 @@ def completion_fixture(a: uuid.UUID) -> tuple[list[UsageEvent], list[UsageEvent]
     accepted_c1 = ev(a, "completion.accepted", at(10, 0, 3), "c1", kind="full", lines=4, chars=100)
     events = [
         # c1: served, shown, re-rendered, accepted in full, retention measured (10m twice).
-        ev(a, "completion.served", at(10), "c1", lines=4, chars=100, ttft_ms=50, total_ms=200),
+        ev(a, "completion.served", at(10), "c1", lines=4, chars=100, ttft_ms=50.4, total_ms=199.6),
         ev(a, "completion.shown", at(10, 0, 1), "c1", lines=4, chars=100),
         ev(a, "completion.shown", at(10, 0, 2), "c1", lines=4, chars=100),
         accepted_c1,

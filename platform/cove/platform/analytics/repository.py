@@ -230,7 +230,8 @@ parts AS (
   SELECT occurred_at, user_id, model_version, language, ide, feature,
     1, coalesce((data->>'lines')::bigint, 0), coalesce((data->>'chars')::bigint, 0),
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    (data->>'ttft_ms')::bigint, (data->>'total_ms')::bigint
+    -- The gateway records milliseconds with decimals.
+    round((data->>'ttft_ms')::numeric)::bigint, round((data->>'total_ms')::numeric)::bigint
   FROM ev
   WHERE event_type = 'completion.served' AND occurred_at >= %(start)s AND occurred_at < %(end)s
   UNION ALL

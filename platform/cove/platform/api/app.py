@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel
 
 from cove.platform.analytics.endpoints import router as analytics_router
+from cove.platform.api.console import ConsoleConfig, ConsoleOidc, install_console
 from cove.platform.audit.endpoints import router as audit_router
 from cove.platform.core.celery_app import create_celery
 from cove.platform.core.db import Database
@@ -37,6 +38,11 @@ class PlatformSettings(CoveSettings):
     service_name: str = "cove-platform"
     # Built console (web/dist); a placeholder page is served when it is absent.
     console_dir: Path | None = None
+    # The console's OIDC client (Authorization Code + PKCE) at COVE_OIDC_ISSUER.
+    console_oidc_client_id: str | None = None
+    console_oidc_scope: str = "openid profile email"
+    # The dev login (paste an API key); on by default outside production.
+    console_dev_login: bool | None = None
 
 
 class Health(BaseModel):
@@ -133,8 +139,28 @@ def create_app(
     app.include_router(models_router)
     app.include_router(releases_router)
 
+    @app.get("/api/v1/console-config", tags=["console"])
+    async def console_config() -> ConsoleConfig:
+        """How the admin console signs in (public): the OIDC client when one is configured,
+        and whether the dev login (an API key) is offered."""
+        oidc = None
+        if settings.oidc_issuer and settings.console_oidc_client_id:
+            oidc = ConsoleOidc(
+                issuer=settings.oidc_issuer,
+                client_id=settings.console_oidc_client_id,
+                scope=settings.console_oidc_scope,
+            )
+        dev = (
+            settings.console_dev_login
+            if settings.console_dev_login is not None
+            else not settings.is_production
+        )
+        return ConsoleConfig(oidc=oidc, dev_login=dev or oidc is None)
+
     console = settings.console_dir
     index = console / "index.html" if console else None
+    if console is not None:
+        install_console(app, console)
 
     @app.get("/", include_in_schema=False)
     async def console_index() -> Response:

@@ -112,6 +112,9 @@ class Stack:
                 "COVE_SECRET_KEY": secret,
                 "COVE_EVENT_SPOOL_DIR": str(self.home / "spool" / "gateway"),
             }
+            console = console_dir()
+            if console is not None:
+                env["COVE_CONSOLE_DIR"] = str(console)
             env.pop("COVE_APP_DATABASE_URL", None)
             child_settings = CoveSettings(
                 database_url=database_url,
@@ -483,6 +486,15 @@ def vllm_argv(python: Path, model_dir: Path, name: str, port: int) -> list[str]:
         "--max-loras",
         "4",
     ]
+
+
+def console_dir() -> Path | None:
+    """The built console: COVE_CONSOLE_DIR, else web/dist of this checkout when built."""
+    given = os.environ.get("COVE_CONSOLE_DIR")
+    if given:
+        return Path(given)
+    built = Path(__file__).resolve().parents[4] / "web" / "dist"
+    return built if (built / "index.html").is_file() else None
 
 
 def tiny_model_dir(cache_dir: Path) -> Path:
