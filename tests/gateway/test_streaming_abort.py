@@ -53,13 +53,16 @@ async def test_client_disconnect_aborts_the_vllm_request(
             chunks = resp.iter_raw()
             first = next(chunks)
             assert first.startswith(b"data: ")
-            assert _running(vllm_url) >= 1
             # Leaving the block closes the client connection mid-stream.
-        closed_at = time.monotonic()
-        while _running(vllm_url) > 0:
-            assert time.monotonic() - closed_at < 30, "the request never finished"
-            time.sleep(0.05)
+        # Wait until vLLM's token counter stops moving: the request has ended, one way or
+        # the other.
+        settled_at = time.monotonic()
+        last = -1.0
+        while (now := _metric(vllm_url, "vllm:generation_tokens_total")) != last:
+            assert time.monotonic() - settled_at < 60, "vLLM never settled"
+            last = now
+            time.sleep(1.0)
     # Speed varies with machine load; the token count does not: an aborted request stops
     # far short of the 1000 tokens it asked for.
     generated = _metric(vllm_url, "vllm:generation_tokens_total") - generated_before
-    assert generated < 800, f"vLLM generated {generated:.0f} of 1000 tokens after the disconnect"
+    assert 0 < generated < 800, f"vLLM generated {generated:.0f} of 1000 tokens"
