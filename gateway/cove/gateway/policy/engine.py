@@ -60,6 +60,17 @@ def normalize_path(path: str) -> str:
     return p.strip("/").lower()
 
 
+@lru_cache(maxsize=8192)
+def _is_excluded(patterns: tuple[str, ...], path: str) -> bool:
+    # An IDE asks about the same few files over and over; matching every glob against every
+    # tail of the path costs tens of microseconds per request.
+    normalized = normalize_path(path)
+    if not normalized:
+        return False
+    spec = _compile_exclusions(patterns)
+    return any(spec.match_file(tail) for tail in _path_suffixes(normalized))
+
+
 def _path_suffixes(path: str) -> list[str]:
     # The gateway does not know where the repository root is inside an absolute path, so an
     # anchored pattern (`config/*.pem`) is tried against every tail of the path.
@@ -120,11 +131,7 @@ class Policy(BaseModel):
     def is_excluded(self, path: str | None) -> bool:
         if not path or not self.exclude_paths:
             return False
-        normalized = normalize_path(path)
-        if not normalized:
-            return False
-        spec = _compile_exclusions(self.exclude_paths)
-        return any(spec.match_file(tail) for tail in _path_suffixes(normalized))
+        return _is_excluded(self.exclude_paths, path)
 
     def merged_over(self, parent: Policy) -> Policy:
         """This policy layered on `parent` (a BU's on the organisation's defaults).
