@@ -61,6 +61,9 @@ class SseTap:
         self._pending = b""
         self._on_done = on_done
         self._done = False
+        # The client may hang up as soon as it reads `[DONE]`, before the upstream body ends:
+        # a stream that reached `[DONE]` was delivered whole, not cancelled.
+        self.saw_done = False
 
     def feed(self, chunk: bytes) -> None:
         if self.offer.first_byte_at is None:
@@ -69,7 +72,10 @@ class SseTap:
         lines = data.split(b"\n")
         self._pending = lines.pop()
         for line in lines:
-            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+            if line.startswith(b"data: [DONE]"):
+                self.saw_done = True
+                continue
+            if not line.startswith(b"data: "):
                 continue
             try:
                 body = orjson.loads(line[6:])
@@ -82,7 +88,7 @@ class SseTap:
         if self._done:
             return
         self._done = True
-        self.offer.cancelled = cancelled
+        self.offer.cancelled = cancelled and not self.saw_done
         self._on_done(self.offer)
 
 
