@@ -63,7 +63,7 @@ class SseTap:
         self._done = False
         # The client may hang up as soon as it reads `[DONE]`, before the upstream body ends:
         # a stream that reached `[DONE]` was delivered whole, not cancelled.
-        self.saw_done = False
+        self._saw_done = False
 
     def feed(self, chunk: bytes) -> None:
         if self.offer.first_byte_at is None:
@@ -73,7 +73,7 @@ class SseTap:
         self._pending = lines.pop()
         for line in lines:
             if line.startswith(b"data: [DONE]"):
-                self.saw_done = True
+                self._saw_done = True
                 continue
             if not line.startswith(b"data: "):
                 continue
@@ -88,7 +88,7 @@ class SseTap:
         if self._done:
             return
         self._done = True
-        self.offer.cancelled = cancelled and not self.saw_done
+        self.offer.cancelled = cancelled and not self._saw_done
         self._on_done(self.offer)
 
 
