@@ -168,7 +168,9 @@ def preset(name: str, **overrides: Any) -> Hyperparameters:
         raise InvalidHyperparameters(f"unknown hyperparameter(s) {', '.join(unknown)}")
     if "target_modules" in chosen:
         chosen["target_modules"] = tuple(chosen["target_modules"])
-    return _fit_middle(replace(PRESETS[name], **chosen))
+    chosen_values = replace(PRESETS[name], **chosen)
+    # An explicit middle length is kept as asked (and validated); only the preset's is fitted.
+    return chosen_values if "max_middle_tokens" in chosen else _fit_middle(chosen_values)
 
 
 def _fit_middle(hyperparameters: Hyperparameters) -> Hyperparameters:

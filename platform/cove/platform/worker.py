@@ -14,6 +14,7 @@ from cove.platform.core.db import SyncDatabase
 from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.deployments import tasks as deployment_tasks
+from cove.platform.finetuning import tasks as finetune_tasks
 
 ENSURE_PARTITIONS = "usage.ensure_partitions"
 
@@ -36,6 +37,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
     app = create_celery(settings)
     deployment_tasks.register(app, _database)
     analytics_tasks.register(app, _database)
+    finetune_tasks.register(app, _database)
 
     @app.task(name=ENSURE_PARTITIONS, acks_late=True)
     def ensure_partitions() -> int:
@@ -54,6 +56,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
         "usage-partitions": {"task": ENSURE_PARTITIONS, "schedule": 3600.0},
         **analytics_tasks.beat_schedule(settings.analytics_rollup_seconds),
         **deployment_tasks.beat_schedule(),
+        **finetune_tasks.beat_schedule(),
     }
     return app
 

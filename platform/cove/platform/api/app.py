@@ -26,6 +26,8 @@ from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import router as deployments_router
+from cove.platform.finetuning.endpoints import router as finetune_router
+from cove.platform.finetuning.settings import FinetuneSettings
 from cove.platform.models.endpoints import router as models_router
 from cove.platform.policies.endpoints import router as policies_router
 from cove.platform.releases.endpoints import router as releases_router
@@ -81,6 +83,7 @@ def create_app(
         app.state.pepper = settings.secret_key.get_secret_value().encode()
         # Reconcile tasks are sent to the workers after their transaction commits.
         app.state.celery = create_celery(settings)
+        app.state.finetune = FinetuneSettings()
         verifier: TokenVerifier | None = None
         if settings.oidc_issuer:
             verifier = TokenVerifier(
@@ -138,6 +141,7 @@ def create_app(
     app.include_router(analytics_router)
     app.include_router(models_router)
     app.include_router(releases_router)
+    app.include_router(finetune_router)
 
     @app.get("/api/v1/console-config", tags=["console"])
     async def console_config() -> ConsoleConfig:

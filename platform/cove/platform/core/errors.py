@@ -41,6 +41,8 @@ class CoveError(Exception):
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.error_code, "message": self.message}
+        if self.param:
+            body["param"] = self.param
         if self.details:
             body["details"] = self.details
         return {"error": body}

@@ -224,12 +224,15 @@ async def usage(
     conn: psycopg.AsyncConnection[Any], tenant_id: UUID, *, excluding: UUID | None = None
 ) -> Usage:
     """GPUs and managed instances the BU holds, counting deployments still being deleted
-    (their instances hold the GPUs until the reconciler has stopped them)."""
+    (their instances hold the GPUs until the reconciler has stopped them) and fine-tuning
+    jobs that have not finished (one quota covers serving and training)."""
     cur = await conn.execute(
-        "SELECT coalesce(sum(gpus), 0),"
+        "SELECT coalesce(sum(gpus), 0) + (SELECT coalesce(sum(j.gpus), 0) FROM finetune_jobs j"
+        "   WHERE j.tenant_id = %s"
+        "   AND j.status IN ('queued', 'preparing', 'training', 'evaluating')),"
         " count(*) FILTER (WHERE runtime IN ('local', 'kubernetes'))"
         " FROM model_deployments WHERE tenant_id = %s AND id IS DISTINCT FROM %s",
-        (tenant_id, excluding),
+        (tenant_id, tenant_id, excluding),
     )
     row = await cur.fetchone()
     assert row is not None

@@ -38,6 +38,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("apps/v1", "Deployment"): ("deployments", True),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    # Fine-tuning runs (cove.platform.finetuning.k8s).
+    ("batch/v1", "Job"): ("jobs", True),
 }
 
 
@@ -168,6 +170,21 @@ class KubernetesApplier:
             )
             applied.append(stored if isinstance(stored, dict) else {})
         return applied
+
+    def read_object(self, key: ObjectKey) -> dict[str, Any] | None:
+        """One stored object, or None when it does not exist."""
+        status, body = self._request("GET", object_path(*key), allow_missing=True)
+        return body if status != 404 and isinstance(body, dict) else None
+
+    def delete_object(self, key: ObjectKey) -> bool:
+        """Delete one object and, in the background, what it owns; False when it was absent."""
+        status, _ = self._request(
+            "DELETE",
+            object_path(*key),
+            query=[("propagationPolicy", "Background")],
+            allow_missing=True,
+        )
+        return status != 404
 
     def delete(self, spec: DeploymentSpec, *, include_bu_objects: bool = False) -> list[ObjectKey]:
         """Delete the deployment's objects in reverse apply order; returns those that existed.

@@ -1,0 +1,1 @@
+"""Fine-tuning jobs: the control plane's side of `cove.finetune` (API, orchestration, runner)."""

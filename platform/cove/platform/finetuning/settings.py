@@ -1,0 +1,50 @@
+"""Where and how fine-tuning jobs run (`COVE_FINETUNE_*` and related environment variables).
+
+The API reads the runtime (it decides a job's default GPUs and which limits apply); the
+workers and the runner read the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from cove.platform.core.settings import CoveSettings
+
+
+class FinetuneSettings(CoveSettings):
+    # `local`: the worker starts the runner as a process on its machine (CPU, or its GPUs);
+    # `kubernetes`: the worker submits a Job on GPU nodes.
+    finetune_runtime: Literal["local", "kubernetes"] = "local"
+    # Job directories (dataset, checkpoints, adapter, evaluation) live under
+    # <finetune_dir>/<bu id>/<job id>; in Kubernetes it is the training volume's mount path,
+    # which vLLM mounts too, so a registered adapter's path is loadable as it is.
+    finetune_dir: Path = Path(".cove/finetune")
+    # Relative base-model locations are paths on the model volume, mounted here.
+    model_store_dir: Path = Path("/models")
+    # The interpreter that runs the job (local runtime); by default the worker's.
+    finetune_python: Path | None = None
+    finetune_cpu_threads: int | None = Field(default=None, ge=1, le=512)
+    # A running job that has not reported for this long is failed as `lost`.
+    finetune_heartbeat_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A queued job that no worker has started for this long is started by the sweep.
+    finetune_start_grace_seconds: float = Field(default=30.0, gt=0)
+    finetune_sweep_seconds: float = Field(default=15.0, gt=0)
+
+    # Kubernetes runtime: the trainer image and where its Jobs run.
+    trainer_image_repository: str = "registry.cove.internal/cove/trainer"
+    trainer_image_tag: str | None = "0.1.0"
+    trainer_image_digest: str | None = None
+    trainer_image_pull_secret: str | None = None
+    finetune_namespace_prefix: str = "cove-bu-"
+    finetune_volume_claim: str = "cove-finetune"
+    finetune_models_claim: str = "cove-models"
+    # The Secret (in each BU namespace) with the runner's database URL and git credentials.
+    finetune_secret: str = "cove-finetune"
+    finetune_gpu_resource: str = "nvidia.com/gpu"
+    finetune_node_selector: dict[str, str] = Field(default_factory=dict)
+    finetune_gpu_toleration: bool = True
+    finetune_backoff_limit: int = Field(default=0, ge=0, le=10)
+    finetune_active_deadline_seconds: int = Field(default=7 * 24 * 3600, ge=60)
