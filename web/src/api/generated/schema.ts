@@ -320,6 +320,116 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bus/{bu_id}/finetune-jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Jobs
+         * @description The business unit's fine-tuning jobs, newest first.
+         */
+        get: operations["list_jobs_api_v1_bus__bu_id__finetune_jobs_get"];
+        put?: never;
+        /**
+         * Create Job
+         * @description Queue a job: repositories → dataset → LoRA training → evaluation → the adapter is
+         *     registered in the catalog if it passes the promotion gate. Checked before anything runs:
+         *     an SDK and a consumer repository, a granted base model with FIM tokens, hyperparameters,
+         *     and the GPU quota (409 `gpu_quota_exceeded` with the arithmetic).
+         */
+        post: operations["create_job_api_v1_bus__bu_id__finetune_jobs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Job
+         * @description A job's state, progress (%, step, loss, ETA), evaluation and, once it succeeded, its
+         *     registered adapter.
+         */
+        get: operations["get_job_api_v1_bus__bu_id__finetune_jobs__job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel Job
+         * @description Cancel a job: a queued one ends at once, a running one within seconds (409
+         *     `job_finished` when it already ended).
+         */
+        post: operations["cancel_job_api_v1_bus__bu_id__finetune_jobs__job_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Job Logs
+         * @description The job's log, oldest first; poll with `after` = the previous `next_after`.
+         */
+        get: operations["job_logs_api_v1_bus__bu_id__finetune_jobs__job_id__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry Job
+         * @description Run a failed or cancelled job again from its last checkpoint (409 `job_not_retryable`
+         *     otherwise).
+         */
+        post: operations["retry_job_api_v1_bus__bu_id__finetune_jobs__job_id__retry_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/bus/{bu_id}/metrics": {
         parameters: {
             query?: never;
@@ -1308,6 +1418,44 @@ export interface components {
             /** Total Engaged Users */
             total_engaged_users: number;
         };
+        /** DatasetOptions */
+        DatasetOptions: {
+            /**
+             * Eval Fraction
+             * @default 0.1
+             */
+            eval_fraction: number;
+            /**
+             * Max Prefix Chars
+             * @default 6000
+             */
+            max_prefix_chars: number;
+            /**
+             * Max Suffix Chars
+             * @default 2000
+             */
+            max_suffix_chars: number;
+            /**
+             * Min Eval Examples
+             * @default 10
+             */
+            min_eval_examples: number;
+            /**
+             * Min Train Examples
+             * @default 50
+             */
+            min_train_examples: number;
+            /**
+             * Random Span Share
+             * @default 0.25
+             */
+            random_span_share: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+        };
         /** Deployment */
         Deployment: {
             /** Adapters */
@@ -1588,6 +1736,19 @@ export interface components {
             /** Text */
             text: string;
         };
+        /** EvaluationOptions */
+        EvaluationOptions: {
+            /**
+             * Max Examples
+             * @default 200
+             */
+            max_examples: number;
+            /**
+             * Max New Tokens
+             * @default 48
+             */
+            max_new_tokens: number;
+        };
         /** FimTokens */
         FimTokens: {
             /** Middle */
@@ -1596,6 +1757,24 @@ export interface components {
             prefix: string;
             /** Suffix */
             suffix: string;
+        };
+        /** GateOptions */
+        GateOptions: {
+            /**
+             * Max Syntax Validity Drop
+             * @default 0.05
+             */
+            max_syntax_validity_drop: number;
+            /**
+             * Min Edit Similarity Gain
+             * @default 0
+             */
+            min_edit_similarity_gain: number;
+            /**
+             * Min Sdk Recall Gain
+             * @default 0.05
+             */
+            min_sdk_recall_gain: number;
         };
         /** Grant */
         Grant: {
@@ -1628,6 +1807,38 @@ export interface components {
         HTTPValidationError: {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
+        };
+        /**
+         * HyperparameterOverrides
+         * @description Values that replace the preset's; unset ones keep it.
+         */
+        HyperparameterOverrides: {
+            /** Alpha */
+            alpha?: number | null;
+            /** Batch Size */
+            batch_size?: number | null;
+            /** Checkpoint Every */
+            checkpoint_every?: number | null;
+            /** Context Length */
+            context_length?: number | null;
+            /** Dropout */
+            dropout?: number | null;
+            /** Epochs */
+            epochs?: number | null;
+            /** Learning Rate */
+            learning_rate?: number | null;
+            /** Max Middle Tokens */
+            max_middle_tokens?: number | null;
+            /** Max Steps */
+            max_steps?: number | null;
+            /** Rank */
+            rank?: number | null;
+            /** Seed */
+            seed?: number | null;
+            /** Target Modules */
+            target_modules?: string[] | null;
+            /** Warmup Ratio */
+            warmup_ratio?: number | null;
         };
         /**
          * InstanceSpec
@@ -1670,6 +1881,168 @@ export interface components {
             /** Tolerations */
             tolerations?: components["schemas"]["Toleration"][];
             vllm?: components["schemas"]["VllmOptions"];
+        };
+        /** Job */
+        Job: {
+            /**
+             * Adapter Model Id
+             * @description The registered adapter, once succeeded
+             */
+            adapter_model_id: string | null;
+            /** Adapter Name */
+            adapter_name: string;
+            /** Attempt */
+            attempt: number;
+            /** Base Model */
+            base_model: string;
+            /**
+             * Bu Id
+             * Format: uuid
+             */
+            bu_id: string;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Created By */
+            created_by: string;
+            /** Dataset Hash */
+            dataset_hash: string | null;
+            /**
+             * Evaluation
+             * @description Base and adapter scores, their difference and the promotion gate
+             */
+            evaluation: {
+                [key: string]: unknown;
+            } | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Gpus */
+            gpus: number;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Name */
+            name: string;
+            progress: components["schemas"]["JobProgress"];
+            /**
+             * Reason
+             * @description Why it failed or was cancelled: a stable `code` and a `message`
+             */
+            reason: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Runtime
+             * @enum {string}
+             */
+            runtime: "local" | "kubernetes";
+            /**
+             * Spec
+             * @description The job as it was asked for
+             */
+            spec: {
+                [key: string]: unknown;
+            };
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "preparing" | "training" | "evaluating" | "succeeded" | "failed" | "cancelled";
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** JobCreate */
+        JobCreate: {
+            /**
+             * Adapter Name
+             * @description Catalog name of the adapter it registers (default: <bu>-<job name>)
+             */
+            adapter_name?: string | null;
+            /**
+             * Base Model
+             * @description A base model of the catalog granted to the BU
+             */
+            base_model: string;
+            dataset?: components["schemas"]["DatasetOptions"];
+            evaluation?: components["schemas"]["EvaluationOptions"];
+            gate?: components["schemas"]["GateOptions"];
+            /**
+             * Gpus
+             * @description GPUs for the training run, admitted against the BU's GPU quota (default: 1 on Kubernetes, 0 on the local CPU runtime)
+             */
+            gpus?: number | null;
+            hyperparameters?: components["schemas"]["HyperparameterOverrides"];
+            /**
+             * Name
+             * @description Unique within the business unit
+             */
+            name: string;
+            /**
+             * Preset
+             * @default small
+             * @enum {string}
+             */
+            preset: "small" | "medium" | "large";
+            /** Repositories */
+            repositories: components["schemas"]["RepositoryInput"][];
+        };
+        /** JobLogLine */
+        JobLogLine: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /**
+             * Level
+             * @enum {string}
+             */
+            level: "info" | "warning" | "error";
+            /** Message */
+            message: string;
+        };
+        /** JobLogs */
+        JobLogs: {
+            /**
+             * Job Id
+             * Format: uuid
+             */
+            job_id: string;
+            /** Lines */
+            lines: components["schemas"]["JobLogLine"][];
+            /**
+             * Next After
+             * @description Pass as `after` to read only newer lines
+             */
+            next_after: number;
+        };
+        /** JobProgress */
+        JobProgress: {
+            /** Eta Seconds */
+            eta_seconds: number | null;
+            /** Loss */
+            loss: number | null;
+            /** Percent */
+            percent: number;
+            /** Step */
+            step: number | null;
+            /** Total Steps */
+            total_steps: number | null;
         };
         /** Latency */
         Latency: {
@@ -1965,6 +2338,26 @@ export interface components {
              * @description The version you read (0: none yet); omit to overwrite
              */
             version?: number | null;
+        };
+        /** RepositoryInput */
+        RepositoryInput: {
+            /**
+             * Credentials Secret
+             * @description Name of the secret holding `user:token` for an https git URL (the workers read COVE_GIT_CREDENTIALS_<NAME>; in Kubernetes, a key of the finetune secret)
+             */
+            credentials_secret?: string | null;
+            /**
+             * Location
+             * @description A git URL (https://, ssh://, git@host:path) or an absolute directory on the workers. Never put credentials here: name a secret instead.
+             */
+            location: string;
+            /**
+             * Role
+             * @description `sdk`: the private SDK; `consumer`: code that uses it
+             * @default consumer
+             * @enum {string}
+             */
+            role: "sdk" | "consumer";
         };
         /** Resources */
         Resources: {
@@ -2775,6 +3168,207 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeploymentAdapter"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_jobs_api_v1_bus__bu_id__finetune_jobs_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                status?: ("queued" | "preparing" | "training" | "evaluating" | "succeeded" | "failed" | "cancelled") | null;
+            };
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_job_api_v1_bus__bu_id__finetune_jobs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_job_api_v1_bus__bu_id__finetune_jobs__job_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    cancel_job_api_v1_bus__bu_id__finetune_jobs__job_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    job_logs_api_v1_bus__bu_id__finetune_jobs__job_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description Only lines with a larger id */
+                after?: number;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                bu_id: string;
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobLogs"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    retry_job_api_v1_bus__bu_id__finetune_jobs__job_id__retry_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
                 };
             };
             /** @description Validation Error */
