@@ -405,3 +405,35 @@ async def test_gpu_quota_is_shared_between_jobs_and_deployments(
     assert retry.status_code == 409
     assert retry.json()["error"]["details"] == {"requested": 2, "in_use": 3, "quota": 3}
     assert await _count(db, "SELECT count(*) FROM finetune_jobs WHERE status = 'queued'") == 1
+
+
+@pytest.mark.usefixtures("tiny")
+async def test_a_bu_cannot_reach_another_bus_job_by_its_id(
+    control: httpx.AsyncClient, world: dict[str, Any], db: Database
+) -> None:
+    theirs = (await _post(control, world, _job(), slug="b")).json()
+    a_admin = bearer(world["a"]["admin_key"])
+    # BU B's job id under BU A's own path: not found, and nothing changes.
+    for method, rest in (
+        ("GET", ""),
+        ("GET", "/logs"),
+        ("POST", "/cancel"),
+        ("POST", "/retry"),
+    ):
+        resp = await control.request(
+            method, _url(world, "a", f"/{theirs['id']}{rest}"), headers=a_admin
+        )
+        assert resp.status_code == 404, (method, rest, resp.text)
+        assert resp.json()["error"]["code"] == "job_not_found"
+        under_b = await control.request(
+            method, _url(world, "b", f"/{theirs['id']}{rest}"), headers=a_admin
+        )
+        assert under_b.status_code == 404, (method, rest, under_b.text)
+    assert (await control.get(_url(world, "a"), headers=a_admin)).json() == []
+    async with db.platform() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT status, cancel_requested FROM finetune_jobs WHERE id = %s", (theirs["id"],)
+            )
+        ).fetchone()
+    assert row == ("queued", False)

@@ -53,6 +53,23 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/bus/{bu_id}/metrics/compare", None),
     ("GET", "/api/v1/bus/{bu_id}/metrics.csv", None),
     ("GET", "/api/v1/bus/{bu_id}/metrics/copilot", None),
+    ("GET", "/api/v1/bus/{bu_id}/finetune-jobs", None),
+    (
+        "POST",
+        "/api/v1/bus/{bu_id}/finetune-jobs",
+        {
+            "name": "evil",
+            "repositories": [
+                {"location": "/srv/sdk", "role": "sdk"},
+                {"location": "/srv/apps", "role": "consumer"},
+            ],
+            "base_model": "cove-tiny",
+        },
+    ),
+    ("GET", "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/logs", None),
+    ("POST", "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/cancel", None),
+    ("POST", "/api/v1/bus/{bu_id}/finetune-jobs/{job_id}/retry", None),
 ]
 
 
@@ -75,7 +92,10 @@ async def _snapshot(db: Database, tenant_id: uuid.UUID) -> tuple[Any, ...]:
                 "SELECT document, version FROM policies WHERE tenant_id=%s", (tenant_id,)
             )
         ).fetchall()
-    return keys, bu, deployments, policies
+        jobs = await (
+            await conn.execute("SELECT id FROM finetune_jobs WHERE tenant_id=%s", (tenant_id,))
+        ).fetchall()
+    return keys, bu, deployments, policies, jobs
 
 
 async def test_every_tenant_owned_route_is_covered(api: Any) -> None:
@@ -100,6 +120,7 @@ async def test_bu_a_cannot_read_or_change_bu_b(
         "key_id": b["dev_key_id"],
         "deployment_id": uuid.uuid4(),
         "model_id": uuid.uuid4(),
+        "job_id": uuid.uuid4(),
     }
     for method, template, body in CASES:
         for key in (world["a"]["admin_key"], world["a"]["dev_key"]):

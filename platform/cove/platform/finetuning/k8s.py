@@ -39,6 +39,23 @@ def _image(settings: FinetuneSettings) -> str:
     return ref
 
 
+def render_namespace(bu: str) -> KubeObject:
+    """The BU namespace, labelled exactly as a deployment renders it (server-side apply by the
+    same field manager must not change it), so a BU can train before it serves anything."""
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "cove",
+        BU_LABEL: bu,
+    }
+    for mode in ("enforce", "audit", "warn"):
+        labels[f"pod-security.kubernetes.io/{mode}"] = "restricted"
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": bu_namespace(bu), "labels": labels},
+    }
+
+
 def render_job(
     settings: FinetuneSettings, *, bu: str, job_id: str, job: str, attempt: int, gpus: int
 ) -> KubeObject:
@@ -61,6 +78,7 @@ def render_job(
             {"name": "COVE_FINETUNE_DIR", "value": TRAINING_MOUNT},
             {"name": "COVE_MODEL_STORE_DIR", "value": MODELS_MOUNT},
             {"name": "COVE_FINETUNE_RUNTIME", "value": "kubernetes"},
+            {"name": "COVE_FINETUNE_VOLUME_CLAIM", "value": settings.finetune_volume_claim},
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - the pod's emptyDir
             {"name": "HF_HUB_OFFLINE", "value": "1"},
         ],

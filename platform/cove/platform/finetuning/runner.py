@@ -121,6 +121,15 @@ def build_config(settings: FinetuneSettings, job: JobRow) -> RunConfig:
     )
 
 
+def adapter_location(settings: FinetuneSettings, path: str) -> str:
+    """The catalog location of an adapter the runner wrote: the directory itself locally; in
+    Kubernetes the same directory as vLLM pods mount it, a path on the training volume."""
+    if settings.finetune_runtime != "kubernetes":
+        return path
+    relative = Path(path).resolve().relative_to(settings.finetune_dir.resolve())
+    return f"pvc://{settings.finetune_volume_claim}/{relative.as_posix()}"
+
+
 def _system_principal(job: JobRow) -> Principal:
     return Principal(
         subject=f"cove:finetune-job:{job.id}",
@@ -143,7 +152,8 @@ async def _register(settings: FinetuneSettings, job: JobRow, record: AdapterReco
             AdapterCreate(
                 name=record.name,
                 base_model=job.base_model,
-                location=record.adapter_path,
+                location=adapter_location(settings, record.adapter_path),
+                rank=int(record.hyperparameters["rank"]),
                 lineage={
                     "finetune_job": {"id": str(job.id), "name": job.name, "attempt": job.attempt},
                     "adapter_sha256": record.adapter_sha256,

@@ -169,7 +169,7 @@ def _launch_kubernetes(db: SyncDatabase, settings: FinetuneSettings, job: JobRow
         if not repository.claim(conn, job.id, job.attempt, ref):
             return "skipped"
     try:
-        _applier().apply_objects([manifest])
+        _applier().apply_objects([k8s.render_namespace(slug), manifest])
     except KubernetesError as exc:
         if exc.status == 0:
             # The API server is away: give the claim back; the sweep tries again.
