@@ -6,15 +6,18 @@
   real vLLM through the local runtime.
 - A platform API whose Celery broker is a Redis database of its own, so a test can read the
   reconcile tasks the API enqueued.
+- A real Celery worker with embedded beat on that broker, for the end-to-end tests.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from cove.platform.deployments import reconciler
 from cove.platform.deployments.runtime.external import ExternalDriver
 from cove.platform.deployments.runtime.factory import Drivers
 from cove.platform.deployments.runtime.vllm_api import VllmApi
-from cove.platform.local.stack import default_cache_dir
+from cove.platform.local.procs import spawn, stop_process_group
+from cove.platform.local.stack import VLLM_VERSION, default_cache_dir
 from tests.factories import bearer
 
 BROKER_DB = 7
@@ -206,3 +210,59 @@ async def register_base(
         )
         assert granted.status_code == 200, granted.text
     return dict(model)
+
+
+@contextlib.contextmanager
+def celery_worker(
+    settings: CoveSettings, tmp_path: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    """A real Celery worker with embedded beat on the `control` fixture's broker, started as
+    its own process group; yields the local runtime's state directory. On exit it stops the
+    worker, any vLLM instance the local runtime left behind, and prints the worker's log tail."""
+    state = tmp_path / "runtime"
+    env = {
+        **os.environ,
+        "COVE_DATABASE_URL": settings.database_url,
+        "COVE_REDIS_URL": broker_url(settings),
+        "COVE_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "COVE_HEALTH_CHECK_SECONDS": "2",
+        "COVE_RECONCILE_SECONDS": "2",
+        "COVE_REQUEUE_SECONDS": "1",
+        "COVE_RUNTIME_STATE_DIR": str(state),
+        "COVE_VLLM_PYTHON": os.environ.get(
+            "COVE_VLLM_PYTHON",
+            str(default_cache_dir() / f"venv-vllm-{VLLM_VERSION}" / "bin" / "python"),
+        ),
+        **(extra_env or {}),
+    }
+    log = tmp_path / "worker.log"
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "cove.platform.worker",
+            "worker",
+            "--beat",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"e2e-{os.getpid()}@%h",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
+        ],
+        env=env,
+        log_file=log,
+    )
+    try:
+        yield state
+    finally:
+        stop_process_group(proc.pid)
+        proc.wait(timeout=15)
+        # Whatever the test left running (it normally deletes its deployment first).
+        for record in state.glob("*/instance.json"):
+            stop_process_group(int(json.loads(record.read_text())["pid"]), grace=10)
+        print(log.read_text()[-4000:])

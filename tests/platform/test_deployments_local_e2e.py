@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -30,13 +29,12 @@ from cove.gateway.app import create_app
 from cove.gateway.settings import GatewaySettings
 from cove.platform.core.db import Database
 from cove.platform.core.settings import CoveSettings
-from cove.platform.local.procs import pid_alive, spawn, stop_process_group
-from cove.platform.local.stack import VLLM_VERSION, default_cache_dir
+from cove.platform.local.procs import pid_alive
 from cove.tenants.keys import repository as key_repository
 from tests.conftest import ServerThread
 from tests.factories import add_key, bearer
 from tests.platform.deployments_support import (
-    broker_url,
+    celery_worker,
     control,  # noqa: F401 - a fixture
     lora_adapter,
     register_base,
@@ -55,52 +53,8 @@ def _bucket(user: str) -> int:
 @pytest.fixture
 def worker(settings: CoveSettings, tmp_path: Path) -> Iterator[Path]:
     """A real Celery worker with embedded beat; yields the local runtime's state directory."""
-    state = tmp_path / "runtime"
-    env = {
-        **os.environ,
-        "COVE_DATABASE_URL": settings.database_url,
-        "COVE_REDIS_URL": broker_url(settings),
-        "COVE_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "COVE_HEALTH_CHECK_SECONDS": "2",
-        "COVE_RECONCILE_SECONDS": "2",
-        "COVE_REQUEUE_SECONDS": "1",
-        "COVE_RUNTIME_STATE_DIR": str(state),
-        "COVE_VLLM_PYTHON": os.environ.get(
-            "COVE_VLLM_PYTHON",
-            str(default_cache_dir() / f"venv-vllm-{VLLM_VERSION}" / "bin" / "python"),
-        ),
-    }
-    log = tmp_path / "worker.log"
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "cove.platform.worker",
-            "worker",
-            "--beat",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "1",
-            "--hostname",
-            f"e2e-{os.getpid()}@%h",
-            "--schedule",
-            str(tmp_path / "beat-schedule"),
-        ],
-        env=env,
-        log_file=log,
-    )
-    try:
+    with celery_worker(settings, tmp_path) as state:
         yield state
-    finally:
-        stop_process_group(proc.pid)
-        proc.wait(timeout=15)
-        # Whatever the test left running (it normally deletes its deployment first).
-        for record in state.glob("*/instance.json"):
-            stop_process_group(int(json.loads(record.read_text())["pid"]), grace=10)
-        print(log.read_text()[-4000:])
 
 
 async def _until(

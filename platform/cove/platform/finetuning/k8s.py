@@ -1,9 +1,9 @@
 """The Kubernetes Job that runs one attempt of a fine-tuning job on GPU nodes.
 
-The control plane renders it (here, offline and deterministic: `cove finetune render-job`
-prints it), the worker applies it into the BU's namespace with server-side apply, and the
-container runs the same runner as the local runtime
-(`python -m cove.platform.finetuning.runner JOB ATTEMPT`), reporting into Postgres.
+The control plane renders it (`render_job` is a pure function of the job row and the
+settings, so tests check exactly what would be applied), the worker applies it into the BU's
+namespace with server-side apply, and the container runs the same runner as the local
+runtime (`python -m cove.platform.finetuning.runner JOB ATTEMPT`), reporting into Postgres.
 
 One pod per attempt (`backoffLimit` 0 by default: a retry is a new attempt the admin asks
 for, which resumes from the last checkpoint on the training volume). The training volume holds
