@@ -93,7 +93,14 @@ class RunResult:
             "evaluation": (
                 {
                     key: self.evaluation.get(key)
-                    for key in ("base", "adapter_scores", "delta", "gate", "examples")
+                    for key in (
+                        "base",
+                        "adapter_scores",
+                        "delta",
+                        "gate",
+                        "examples",
+                        "sdk_examples",
+                    )
                 }
                 if self.evaluation
                 else None

@@ -331,10 +331,18 @@ def _mount_benchmarks() -> None:
         finetune = importlib.import_module("cove.finetune.cli")
     except ImportError:  # the train extra is not installed
         finetune = None
+    try:
+        # Jobs need the control plane's worker extra (Celery, the Kubernetes client).
+        jobs: Any = importlib.import_module("cove.platform.finetuning.cli")
+    except ImportError:
+        jobs = None
+    # Without the train extra, `cove finetune` still manages the platform's jobs.
+    group = finetune.finetune_app if finetune is not None else typer.Typer(no_args_is_help=True)
+    if jobs is not None:
+        group.add_typer(jobs.jobs_app, name="jobs")
+    if finetune is not None or jobs is not None:
+        app.add_typer(group, name="finetune", help="Private-SDK fine-tuning (LoRA).")
     if finetune is not None:
-        app.add_typer(
-            finetune.finetune_app, name="finetune", help="Private-SDK fine-tuning (LoRA)."
-        )
         bench.command("finetune", help="Dataset-builder throughput on a large code tree.")(
             finetune.bench_command
         )
