@@ -352,24 +352,38 @@ Kubernetes from the password variable ($(VAR) expansion), so the password lives 
 {{- end }}
 {{- end -}}
 
-{{/* What the reconciler needs to render model instances and training Jobs (platform, worker). */}}
+{{/*
+What the reconciler needs to render model instances and training Jobs (platform, worker). Every
+name is a field of the workers' settings (RuntimeSettings, FinetuneSettings); a test checks it.
+*/}}
 {{- define "cove.reconcilerEnv" -}}
+{{- $pullSecret := first (default (list) .Values.global.imagePullSecrets) | default "" }}
 - name: COVE_VLLM_IMAGE
   value: {{ include "cove.image" (dict "root" . "image" .Values.modelServing.vllm.image) | quote }}
-- name: COVE_TRAINER_IMAGE
-  value: {{ include "cove.image" (dict "root" . "image" .Values.trainer.image "cove" true) | quote }}
+- name: COVE_VLLM_IMAGE_PULL_SECRET
+  value: {{ $pullSecret | quote }}
 - name: COVE_GPU_RESOURCE_NAME
   value: {{ .Values.modelServing.gpuResourceName | quote }}
 - name: COVE_MODEL_NODE_SELECTOR
   value: {{ .Values.modelServing.nodeSelector | toJson | quote }}
 - name: COVE_MODEL_TOLERATIONS
   value: {{ .Values.modelServing.tolerations | toJson | quote }}
-- name: COVE_IMAGE_PULL_SECRETS
-  value: {{ .Values.global.imagePullSecrets | toJson | quote }}
-- name: COVE_RELEASE_NAMESPACE
+- name: COVE_GATEWAY_NAMESPACE
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+- name: COVE_FINETUNE_RUNTIME
+  value: kubernetes
+- name: COVE_TRAINER_IMAGE
+  value: {{ include "cove.image" (dict "root" . "image" .Values.trainer.image "cove" true) | quote }}
+- name: COVE_TRAINER_IMAGE_PULL_SECRET
+  value: {{ $pullSecret | quote }}
+- name: COVE_FINETUNE_GPU_RESOURCE
+  value: {{ .Values.modelServing.gpuResourceName | quote }}
+- name: COVE_FINETUNE_NODE_SELECTOR
+  value: {{ .Values.modelServing.nodeSelector | toJson | quote }}
+- name: COVE_FINETUNE_TOLERATIONS
+  value: {{ .Values.modelServing.tolerations | toJson | quote }}
 {{- end -}}
 
 {{/* Writable scratch space for containers with a read-only root filesystem. */}}

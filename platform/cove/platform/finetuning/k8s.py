@@ -31,6 +31,8 @@ def job_name(job_id: str, attempt: int) -> str:
 
 
 def _image(settings: FinetuneSettings) -> str:
+    if settings.trainer_image:
+        return settings.trainer_image
     ref = settings.trainer_image_repository
     if settings.trainer_image_tag:
         ref += f":{settings.trainer_image_tag}"
@@ -134,10 +136,13 @@ def render_job(
         pod["imagePullSecrets"] = [{"name": settings.trainer_image_pull_secret}]
     if settings.finetune_node_selector:
         pod["nodeSelector"] = dict(sorted(settings.finetune_node_selector.items()))
+    tolerations = [dict(item) for item in settings.finetune_tolerations]
     if gpus and settings.finetune_gpu_toleration:
-        pod["tolerations"] = [
-            {"key": settings.finetune_gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        tolerations.insert(
+            0, {"key": settings.finetune_gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        )
+    if tolerations:
+        pod["tolerations"] = tolerations
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -7,11 +7,12 @@ workers and the runner read the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cove.platform.core.settings import CoveSettings
+from cove.platform.deployments.k8s.spec import parse_tolerations
 
 
 class FinetuneSettings(CoveSettings):
@@ -33,7 +34,9 @@ class FinetuneSettings(CoveSettings):
     finetune_start_grace_seconds: float = Field(default=30.0, gt=0)
     finetune_sweep_seconds: float = Field(default=15.0, gt=0)
 
-    # Kubernetes runtime: the trainer image and where its Jobs run.
+    # Kubernetes runtime: the trainer image and where its Jobs run. A whole reference
+    # (`registry/repository:tag@digest`, what the Helm chart passes) replaces the three parts.
+    trainer_image: str | None = None
     trainer_image_repository: str = "registry.cove.internal/cove/trainer"
     trainer_image_tag: str | None = "0.1.0"
     trainer_image_digest: str | None = None
@@ -46,5 +49,25 @@ class FinetuneSettings(CoveSettings):
     finetune_gpu_resource: str = "nvidia.com/gpu"
     finetune_node_selector: dict[str, str] = Field(default_factory=dict)
     finetune_gpu_toleration: bool = True
+    # More tolerations for the training pods, as Kubernetes writes them.
+    finetune_tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
     finetune_backoff_limit: int = Field(default=0, ge=0, le=10)
     finetune_active_deadline_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    @field_validator(
+        "trainer_image",
+        "trainer_image_tag",
+        "trainer_image_digest",
+        "trainer_image_pull_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # Templates render an unset value as an empty string.
+        return None if value == "" else value
+
+    @field_validator("finetune_tolerations")
+    @classmethod
+    def _valid_tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        parse_tolerations(value)  # refuses what Kubernetes would refuse, at start-up
+        return value

@@ -25,7 +25,6 @@ ObjectKey = tuple[str, str, str | None, str]
 FIELD_MANAGER = "cove-reconciler"
 MANAGED_BY = "cove"
 VLLM_PORT = 8000
-GPU_RESOURCE = "nvidia.com/gpu"
 RESOURCE_QUOTA_NAME = "cove-gpu-quota"
 DEFAULT_DENY_POLICY_NAME = "default-deny-ingress"
 ADAPTERS_ANNOTATION = "cove.dev/adapters"
@@ -157,7 +156,7 @@ def _resource_quota(spec: DeploymentSpec) -> KubeObject:
             "namespace": spec.namespace,
             "labels": bu_labels(spec),
         },
-        "spec": {"hard": {f"requests.{GPU_RESOURCE}": str(spec.gpu_quota)}},
+        "spec": {"hard": {f"requests.{spec.gpu_resource}": str(spec.gpu_quota)}},
     }
 
 
@@ -328,7 +327,7 @@ def _tolerations(spec: DeploymentSpec) -> list[dict[str, Any]]:
     wanted = list(spec.tolerations)
     if not spec.cpu_only:
         # GPU nodes are commonly tainted so that only GPU workloads land on them.
-        wanted.insert(0, Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+        wanted.insert(0, Toleration(key=spec.gpu_resource, operator="Exists", effect="NoSchedule"))
     rendered: list[dict[str, Any]] = []
     for toleration in wanted:
         item: dict[str, Any] = {}
@@ -464,8 +463,8 @@ def _vllm_resources(spec: DeploymentSpec) -> dict[str, Any]:
         limits["cpu"] = spec.resources.limits.cpu
     if not spec.cpu_only:
         # Written in both places: the quota counts requests, the device plugin reads limits.
-        requests[GPU_RESOURCE] = str(spec.gpus_per_replica)
-        limits[GPU_RESOURCE] = str(spec.gpus_per_replica)
+        requests[spec.gpu_resource] = str(spec.gpus_per_replica)
+        limits[spec.gpu_resource] = str(spec.gpus_per_replica)
     return {"requests": requests, "limits": dict(sorted(limits.items()))}
 
 

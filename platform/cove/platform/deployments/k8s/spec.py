@@ -143,6 +143,15 @@ LabelValue = Annotated[str, AfterValidator(_check_label_value)]
 DnsLabel = Annotated[
     str, _matching(rf"(?={_DNS_LABEL}$).{{1,63}}", "a DNS label (1-63 of a-z, 0-9, '-')")
 ]
+
+
+def _check_gpu_resource(value: str) -> str:
+    if "/" not in value:
+        raise ValueError("an extended resource name such as nvidia.com/gpu (domain/name)")
+    return _check_label_key(value)
+
+
+GpuResource = Annotated[str, AfterValidator(_check_gpu_resource)]
 DnsSubdomain = Annotated[
     str, _matching(rf"(?={_DNS_SUBDOMAIN}$).{{1,253}}", "a DNS subdomain (a-z, 0-9, '-', '.')")
 ]
@@ -435,6 +444,16 @@ class Toleration(_Strict):
         return self
 
 
+def parse_tolerations(raw: list[dict[str, Any]]) -> list[Toleration]:
+    """Tolerations as Kubernetes writes them (`tolerationSeconds`) or as Cove's API does."""
+    return [
+        Toleration.model_validate(
+            {"toleration_seconds" if k == "tolerationSeconds" else k: v for k, v in item.items()}
+        )
+        for item in raw
+    ]
+
+
 class ImageRef(_Strict):
     repository: Annotated[
         str,
@@ -464,6 +483,15 @@ class ImageRef(_Strict):
         if self.tag is None and self.digest is None:
             raise ValueError("give a tag or a digest")
         return self
+
+    @classmethod
+    def parse(cls, reference: str, pull_secret: str | None = None) -> ImageRef:
+        """`registry/repository[:tag][@digest]`, the way the Helm chart hands it over."""
+        rest, _, digest = reference.partition("@")
+        name, colon, tag = rest.rpartition(":")
+        if not colon or "/" in tag:  # no tag, or the colon was a registry's port
+            name, tag = rest, ""
+        return cls(repository=name, tag=tag or None, digest=digest or None, pull_secret=pull_secret)
 
     @property
     def reference(self) -> str:
@@ -509,6 +537,10 @@ class DeploymentSpec(_Strict):
     shm_size: Quantity = Field(default="8Gi", description="Size of /dev/shm on GPU instances")
     node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    gpu_resource: GpuResource = Field(
+        default="nvidia.com/gpu",
+        description="Extended resource name of the cluster's GPUs (requests, quota, taint)",
+    )
     image: ImageRef
     model_volume_claim: Annotated[str, Field(pattern=rf"^{_DNS_LABEL}$", max_length=56)] = Field(
         default=DEFAULT_MODEL_CLAIM, description="PVC that plain model paths live on"

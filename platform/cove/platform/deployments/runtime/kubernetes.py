@@ -24,7 +24,9 @@ from cove.platform.deployments.k8s.spec import (
     ImageRef,
     ModelSource,
     S3Source,
+    Toleration,
     describe_errors,
+    parse_tolerations,
 )
 from cove.platform.deployments.runtime.base import (
     AdapterFailure,
@@ -46,24 +48,38 @@ class ClusterSettings:
     gateway_namespace: str
     gateway_pod_labels: dict[str, str]
     s3: S3Source | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
 
 
 def cluster_settings(settings: RuntimeSettings) -> ClusterSettings:
     try:
-        image = ImageRef(
-            repository=settings.vllm_image_repository,
-            tag=settings.vllm_image_tag,
-            digest=settings.vllm_image_digest,
-            pull_secret=settings.vllm_image_pull_secret,
-        )
+        if settings.vllm_image:
+            image = ImageRef.parse(settings.vllm_image, settings.vllm_image_pull_secret)
+        else:
+            image = ImageRef(
+                repository=settings.vllm_image_repository,
+                tag=settings.vllm_image_tag,
+                digest=settings.vllm_image_digest,
+                pull_secret=settings.vllm_image_pull_secret,
+            )
     except ValidationError as exc:
         problems = describe_errors([dict(error) for error in exc.errors()])
-        raise RuntimeFailure("COVE_VLLM_IMAGE_*: " + "; ".join(problems)) from None
+        raise RuntimeFailure("COVE_VLLM_IMAGE*: " + "; ".join(problems)) from None
+    try:
+        tolerations = parse_tolerations(settings.model_tolerations)
+    except ValidationError as exc:
+        problems = describe_errors([dict(error) for error in exc.errors()])
+        raise RuntimeFailure("COVE_MODEL_TOLERATIONS: " + "; ".join(problems)) from None
     return ClusterSettings(
         image=image,
         model_volume_claim=settings.model_volume_claim,
         gateway_namespace=settings.gateway_namespace,
         gateway_pod_labels=dict(DEFAULT_GATEWAY_POD_LABELS),
+        gpu_resource=settings.gpu_resource_name,
+        node_selector=tuple(sorted(settings.model_node_selector.items())),
+        tolerations=tuple(tolerations),
     )
 
 
@@ -136,8 +152,9 @@ class KubernetesDriver:
                 adapters=[Adapter(name=a.name, location=a.location) for a in target.adapters],
                 resources=spec.resources,
                 shm_size=spec.shm_size,
-                node_selector=spec.node_selector,
-                tolerations=spec.tolerations,
+                node_selector=spec.node_selector or dict(self._cluster.node_selector),
+                tolerations=spec.tolerations or list(self._cluster.tolerations),
+                gpu_resource=self._cluster.gpu_resource,
                 image=self._cluster.image,
                 model_volume_claim=self._cluster.model_volume_claim,
                 s3=self._cluster.s3,
