@@ -34,6 +34,7 @@ from cove.gateway.enforce import (
     check_size,
     clamp_max_tokens,
     drop_secret_suggestions,
+    record_dropped,
     scan_text,
 )
 from cove.gateway.errors import (
@@ -50,6 +51,7 @@ from cove.gateway.events import (
     parse_client_event,
     postgres_writer,
 )
+from cove.gateway.guard import SuggestionGuard
 from cove.gateway.limits import RateLimiter
 from cove.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from cove.gateway.policies import GatewayPolicy
@@ -409,6 +411,7 @@ def create_app(
 
     async def forward(
         request: Request,
+        principal: Principal,
         route: Route,
         path: str,
         body: dict[str, Any],
@@ -417,6 +420,7 @@ def create_app(
     ) -> Response:
         upstream: Upstream = request.app.state.upstream
         breakers: CircuitBreakers = request.app.state.breakers
+        decisions: DecisionLog = request.app.state.decisions
         stream = body.get("stream") is True
         try:
             body["model"] = route.served_model_name
@@ -442,14 +446,18 @@ def create_app(
             if error is not None:
                 return _reply(error, route)
             assert resp is not None
+            guard = SuggestionGuard(
+                lambda _, found: record_dropped(principal, decisions, found, streamed=True)
+            )
             return StreamingResponse(
-                relay(resp, SseTap(started, record)),
+                relay(resp, SseTap(started, record), guard),
                 media_type="text/event-stream",
                 headers={MODEL_VERSION_HEADER: route.model, "cache-control": "no-cache"},
             )
         if reply.status == 200:
             filtered, dropped = drop_secret_suggestions(reply.body)
             if dropped:
+                record_dropped(principal, decisions, dropped, streamed=False)
                 reply = UpstreamReply(reply.status, filtered, reply.content_type)
             offer = offer_from_body(reply.body)
             offer.first_byte_at = time.perf_counter()
@@ -517,7 +525,7 @@ def create_app(
         else:
             body["prompt"] = prompt
         record = served_recorder(request, principal, route, "completion", started)
-        return await forward(request, route, "/v1/completions", body, record, started)
+        return await forward(request, principal, route, "/v1/completions", body, record, started)
 
     async def tabby_completion(
         request: Request, principal: Principal, body: dict[str, Any], started: float
@@ -550,7 +558,10 @@ def create_app(
         reply = await upstream.post_json(route.endpoint_url + "/v1/completions", upstream_body)
         if reply.status != 200:
             return _reply(reply, route)
-        offer = offer_from_body(drop_secret_suggestions(reply.body)[0])
+        filtered, dropped = drop_secret_suggestions(reply.body)
+        if dropped:
+            record_dropped(principal, decisions, dropped, streamed=False)
+        offer = offer_from_body(filtered)
         offer.first_byte_at = time.perf_counter()
         served_recorder(
             request, principal, route, "completion", started, language, tabby_client=True
@@ -596,7 +607,9 @@ def create_app(
                 else:
                     part["text"] = cleaned
         record = served_recorder(request, principal, route, "chat", started)
-        return await forward(request, route, "/v1/chat/completions", body, record, started)
+        return await forward(
+            request, principal, route, "/v1/chat/completions", body, record, started
+        )
 
     @app.post("/v1/events", tags=["events"], openapi_extra=openapi.EVENTS)
     async def events(request: Request) -> EventsAccepted:

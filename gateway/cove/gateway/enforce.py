@@ -9,9 +9,11 @@ import orjson
 
 from cove.gateway.audit import DecisionLog
 from cove.gateway.errors import ContentExcluded, PromptTooLarge, SecretBlocked
+from cove.gateway.guard import FILTERED
 from cove.gateway.limits import RateLimiter, estimated_tokens
 from cove.gateway.policies import GatewayPolicy
 from cove.gateway.policy.engine import Action, apply_policy, contains_secret
+from cove.gateway.policy.secrets import SecretMatch, scan_secrets
 from cove.platform.core.errors import RateLimited
 from cove.tenants.principal import Principal
 
@@ -133,26 +135,46 @@ def scan_text(
     return result.text
 
 
-def drop_secret_suggestions(raw: bytes) -> tuple[bytes, int]:
-    """Blank every choice whose text holds a credential; returns the body and how many."""
+def drop_secret_suggestions(raw: bytes) -> tuple[bytes, list[SecretMatch]]:
+    """Blank every choice whose text holds a credential (its `finish_reason` becomes
+    `content_filter`); returns the body and what was found in the dropped choices."""
     if b'"text"' not in raw and b'"content"' not in raw:
-        return raw, 0
+        return raw, []
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw, 0
-    dropped = 0
+        return raw, []
+    found: list[SecretMatch] = []
     for choice in body.get("choices") or ():
         if not isinstance(choice, dict):
             continue
         text = choice.get("text")
         if isinstance(text, str) and text and contains_secret(text):
+            found.extend(scan_secrets(text))
             choice["text"] = ""
-            dropped += 1
+            choice["finish_reason"] = FILTERED
         message = choice.get("message")
         if isinstance(message, dict):
             content = message.get("content")
             if isinstance(content, str) and content and contains_secret(content):
+                found.extend(scan_secrets(content))
                 message["content"] = ""
-                dropped += 1
-    return (orjson.dumps(body), dropped) if dropped else (raw, 0)
+                choice["finish_reason"] = FILTERED
+    return (orjson.dumps(body), found) if found else (raw, [])
+
+
+def record_dropped(
+    principal: Principal, decisions: DecisionLog, found: list[SecretMatch], *, streamed: bool
+) -> None:
+    """Audit a suggestion dropped for holding a credential: the rule and type, not the text."""
+    assert principal.tenant_id is not None
+    decisions.record(
+        tenant_id=principal.tenant_id,
+        actor=_actor(principal),
+        action="policy.drop",
+        target="completion",
+        details={
+            "findings": [{"type": m.type, "rule": m.rule, "action": "drop"} for m in found],
+            "streamed": streamed,
+        },
+    )

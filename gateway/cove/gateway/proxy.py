@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 from opentelemetry import propagate
 
+from cove.gateway.guard import SuggestionGuard
 from cove.gateway.served import SseTap
 from cove.platform.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
@@ -71,16 +72,31 @@ class Upstream:
             ) from exc
 
 
-async def relay(resp: aiohttp.ClientResponse, tap: SseTap | None = None) -> AsyncIterator[bytes]:
-    """Yield upstream bytes as they arrive. If the client disconnects, this generator is
-    cancelled and the upstream connection is closed (not returned to the pool), which makes
-    vLLM abort the generation."""
+async def relay(
+    resp: aiohttp.ClientResponse,
+    tap: SseTap | None = None,
+    guard: SuggestionGuard | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield upstream bytes as they arrive (through `guard`, which holds back what could still
+    become a credential). If the client disconnects, this generator is cancelled and the
+    upstream connection is closed (not returned to the pool), which makes vLLM abort the
+    generation."""
     finished = False
     try:
         async for chunk in resp.content.iter_any():
+            if guard is not None:
+                chunk = guard.feed(chunk)
+                if not chunk:
+                    continue
             if tap is not None:
                 tap.feed(chunk)
             yield chunk
+        if guard is not None:
+            rest = guard.finish()
+            if rest:
+                if tap is not None:
+                    tap.feed(rest)
+                yield rest
         finished = True
     except aiohttp.ClientError as exc:
         err = UpstreamError("The model instance failed mid-stream", code="upstream_stream_error")
