@@ -99,9 +99,17 @@ INVALID_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"oidc": {"enabled": True, "existingSecret": "cove-oidc"}},
         "/oidc/issuerUrl",
     ),
-    "oidc without client secret": (
-        {"oidc": {"enabled": True, "issuerUrl": "https://sso.corp/realms/cove"}},
-        "/oidc/existingSecret",
+    "reconciler token without the cluster's url": (
+        {"reconciler": {"kubernetes": {"existingSecret": "gpu-cluster-token"}}},
+        "/reconciler/kubernetes/apiUrl",
+    ),
+    "reconciler api url over plain http": (
+        {"reconciler": {"kubernetes": {"apiUrl": "http://gpu-cluster.corp:6443"}}},
+        "/reconciler/kubernetes/apiUrl",
+    ),
+    "reconciler timeout of zero": (
+        {"reconciler": {"kubernetes": {"timeoutSeconds": 0}}},
+        "/reconciler/kubernetes/timeoutSeconds",
     ),
     "oidc issuer is not a url": (
         {"oidc": {"enabled": True, "issuerUrl": "sso.corp/realms/cove", "existingSecret": "s"}},

@@ -329,23 +329,6 @@ Kubernetes from the password variable ($(VAR) expansion), so the password lives 
   value: {{ .Values.oidc.issuerUrl | quote }}
 - name: COVE_OIDC_AUDIENCE
   value: {{ .Values.oidc.audience | quote }}
-- name: COVE_OIDC_CLIENT_ID
-  value: {{ .Values.oidc.clientId | quote }}
-- name: COVE_OIDC_CONSOLE_CLIENT_ID
-  value: {{ .Values.oidc.consoleClientId | quote }}
-- name: COVE_OIDC_CLI_CLIENT_ID
-  value: {{ .Values.oidc.cliClientId | quote }}
-- name: COVE_OIDC_CLIENT_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.oidc.existingSecret }}
-      key: {{ .Values.oidc.clientSecretKey }}
-{{- end }}
-{{- if .Values.ingress.enabled }}
-- name: COVE_CONSOLE_URL
-  value: {{ printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.console.host | quote }}
-- name: COVE_GATEWAY_URL
-  value: {{ printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.gateway.host | quote }}
 {{- end }}
 {{- with .Values.cove.extraEnv }}
 {{ toYaml . }}
@@ -353,11 +336,63 @@ Kubernetes from the password variable ($(VAR) expansion), so the password lives 
 {{- end -}}
 
 {{/*
-What the reconciler needs to render model instances and training Jobs (platform, worker). Every
-name is a field of the workers' settings (RuntimeSettings, FinetuneSettings); a test checks it.
+Every name below is a field of the settings class its container reads (PlatformSettings,
+RuntimeSettings, FinetuneSettings); tests/deploy/test_chart_settings.py checks that and parses
+the rendered values with those classes.
+*/}}
+
+{{/* The platform API only: how the console signs in (PlatformSettings). */}}
+{{- define "cove.platformEnv" -}}
+{{- if .Values.oidc.enabled }}
+- name: COVE_CONSOLE_OIDC_CLIENT_ID
+  value: {{ .Values.oidc.consoleClientId | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Where fine-tuning Jobs run (FinetuneSettings): the API reads the runtime (a job's default GPUs),
+the worker the rest.
+*/}}
+{{- define "cove.finetuneEnv" -}}
+{{- $pullSecret := first (default (list) .Values.global.imagePullSecrets) | default "" }}
+- name: COVE_FINETUNE_RUNTIME
+  value: kubernetes
+- name: COVE_TRAINER_IMAGE
+  value: {{ include "cove.image" (dict "root" . "image" .Values.trainer.image "cove" true) | quote }}
+- name: COVE_TRAINER_IMAGE_PULL_SECRET
+  value: {{ $pullSecret | quote }}
+- name: COVE_FINETUNE_GPU_RESOURCE
+  value: {{ .Values.modelServing.gpuResourceName | quote }}
+- name: COVE_FINETUNE_NODE_SELECTOR
+  value: {{ .Values.modelServing.nodeSelector | toJson | quote }}
+- name: COVE_FINETUNE_TOLERATIONS
+  value: {{ .Values.modelServing.tolerations | toJson | quote }}
+{{- end -}}
+
+{{/*
+The reconciler (in the worker): its connection to the Kubernetes API and what it needs to render
+model instances (RuntimeSettings). Without an API URL it uses the pod's own service account.
 */}}
 {{- define "cove.reconcilerEnv" -}}
 {{- $pullSecret := first (default (list) .Values.global.imagePullSecrets) | default "" }}
+{{- $kube := .Values.reconciler.kubernetes }}
+- name: COVE_KUBE_TIMEOUT_SECONDS
+  value: {{ $kube.timeoutSeconds | toString | quote }}
+{{- if $kube.apiUrl }}
+- name: COVE_KUBE_API_URL
+  value: {{ $kube.apiUrl | quote }}
+- name: COVE_KUBE_VERIFY_SSL
+  value: {{ $kube.verifySsl | toString | quote }}
+{{- if $kube.existingSecret }}
+- name: COVE_KUBE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kube.existingSecret | quote }}
+      key: {{ $kube.tokenKey | quote }}
+{{- end }}
+{{- else if $kube.existingSecret }}
+{{- fail "reconciler.kubernetes.existingSecret is a token for reconciler.kubernetes.apiUrl; give the URL too (in-cluster, the service account's own token is used)" }}
+{{- end }}
 - name: COVE_VLLM_IMAGE
   value: {{ include "cove.image" (dict "root" . "image" .Values.modelServing.vllm.image) | quote }}
 - name: COVE_VLLM_IMAGE_PULL_SECRET
@@ -372,18 +407,6 @@ name is a field of the workers' settings (RuntimeSettings, FinetuneSettings); a 
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-- name: COVE_FINETUNE_RUNTIME
-  value: kubernetes
-- name: COVE_TRAINER_IMAGE
-  value: {{ include "cove.image" (dict "root" . "image" .Values.trainer.image "cove" true) | quote }}
-- name: COVE_TRAINER_IMAGE_PULL_SECRET
-  value: {{ $pullSecret | quote }}
-- name: COVE_FINETUNE_GPU_RESOURCE
-  value: {{ .Values.modelServing.gpuResourceName | quote }}
-- name: COVE_FINETUNE_NODE_SELECTOR
-  value: {{ .Values.modelServing.nodeSelector | toJson | quote }}
-- name: COVE_FINETUNE_TOLERATIONS
-  value: {{ .Values.modelServing.tolerations | toJson | quote }}
 {{- end -}}
 
 {{/* Writable scratch space for containers with a read-only root filesystem. */}}
