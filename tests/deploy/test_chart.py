@@ -205,6 +205,22 @@ def test_images_are_pinned(scenario: str, rendered_scenarios: dict[str, list[Man
         assert "latest" not in ref
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_model_instances_run_the_vllm_release_the_tests_run(
+    scenario: str, rendered_scenarios: dict[str, list[Manifest]]
+) -> None:
+    """The rendered vLLM command line is checked against this release's own parser
+    (tests/platform/test_k8s_vllm_args.py); the image must be that release."""
+    from cove.platform.local.stack import VLLM_VERSION
+
+    worker = one(rendered_scenarios[scenario], "Deployment", "cove-worker")
+    image = env_value(worker["spec"]["template"]["spec"]["containers"][0], "COVE_VLLM_IMAGE")
+    assert image is not None
+    match = IMAGE_REF.match(image["value"])
+    assert match, image
+    assert match["tag"] == f"v{VLLM_VERSION}", image["value"]
+
+
 def test_airgapped_images_come_from_the_mirror_by_digest(
     rendered_scenarios: dict[str, list[Manifest]],
 ) -> None:
