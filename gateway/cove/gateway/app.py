@@ -63,7 +63,6 @@ from cove.platform.core.errors import (
     BadRequest,
     Forbidden,
     PayloadTooLarge,
-    Unauthorized,
     UpstreamUnavailable,
 )
 from cove.platform.core.http import (
@@ -73,6 +72,7 @@ from cove.platform.core.http import (
 )
 from cove.platform.core.logging import configure_logging
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
+from cove.tenants.identity.bearer import bearer_token
 from cove.tenants.identity.claims import choose_bu, platform_principal, principal_for_bu
 from cove.tenants.identity.oidc import TokenVerifier
 from cove.tenants.principal import Principal, Scope
@@ -115,16 +115,6 @@ def gateway_version() -> str:
         return version("cove")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "0.0.0+unknown"
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
-        )
-    return token.strip()
 
 
 def _require(value: Any, kind: type | tuple[type, ...], name: str) -> None:
@@ -262,7 +252,11 @@ def create_app(
     install_error_handlers(app, render=lambda err: err.to_openai())
 
     async def authenticate(request: Request, scope: Scope) -> Principal:
-        token = _bearer(request)
+        token = bearer_token(
+            request.headers.get("authorization"),
+            code="missing_api_key",
+            message="Missing API key: send 'Authorization: Bearer <key>'",
+        )
         verifier: TokenVerifier | None = request.app.state.verifier
         if verifier is not None and not token.startswith("cove_") and token.count(".") == 2:
             principal = await token_principal(request, verifier, token)

@@ -13,8 +13,9 @@ from uuid import UUID
 from fastapi import Depends, Request
 
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Forbidden, NotFound, Unauthorized
+from cove.platform.core.errors import Forbidden, NotFound
 from cove.tenants.bus import repository as bu_repository
+from cove.tenants.identity.bearer import bearer_token
 from cove.tenants.identity.claims import choose_bu, platform_principal, principal_for_bu
 from cove.tenants.identity.claims import is_platform_admin as claims_is_platform_admin
 from cove.tenants.identity.oidc import TokenVerifier
@@ -36,18 +37,12 @@ Db = Annotated[Database, Depends(get_db)]
 Pepper = Annotated[bytes, Depends(get_pepper)]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "Send an API key as 'Authorization: Bearer <key>'", code="missing_credentials"
-        )
-    return token.strip()
-
-
 async def current_principal(request: Request, db: Db, pepper: Pepper) -> Principal:
-    token = _bearer(request)
+    token = bearer_token(
+        request.headers.get("authorization"),
+        code="missing_credentials",
+        message="Send an API key as 'Authorization: Bearer <key>'",
+    )
     verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
     if verifier is not None and not token.startswith("cove_") and token.count(".") == 2:
         return await _token_principal(request, db, verifier, token)

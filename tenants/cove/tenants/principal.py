@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
+from cove.platform.core.errors import NotFound
+
 
 class Role(StrEnum):
     PLATFORM_ADMIN = "platform-admin"
@@ -39,3 +41,11 @@ class Principal:
 
     def can(self, scope: Scope) -> bool:
         return scope in self.scopes
+
+
+def require_bu_visible(principal: Principal, tenant_id: UUID) -> None:
+    """The one check every tenant-owned endpoint makes first: the caller acts in this BU, or
+    is a platform admin. Otherwise `NotFound(bu_not_found)`, so another BU's ids look exactly
+    like ids that do not exist."""
+    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
+        raise NotFound("No such business unit", code="bu_not_found")

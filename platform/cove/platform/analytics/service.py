@@ -42,7 +42,7 @@ from cove.platform.analytics.schemas import (
 )
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.errors import NotFound, ValidationFailed
-from cove.tenants.principal import Principal
+from cove.tenants.principal import Principal, require_bu_visible
 
 DEFAULT_DAYS = 28
 MAX_DAYS = 366
@@ -115,11 +115,6 @@ class StaticGroupDirectory:
 
     async def members(self, tenant_id: UUID, group: str) -> tuple[str, ...] | None:
         return self.groups.get(group)
-
-
-def _visible(principal: Principal, tenant_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
 
 
 def parse_query(raw: Mapping[str, Any]) -> MetricsQuery:
@@ -360,7 +355,7 @@ async def metrics(
     directory: GroupDirectory | None = None,
 ) -> MetricsReport:
     """Every metric of METRICS.md v1 over the filters, in total and per group."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     filters = await _filters(query, tenant_id, directory or NoGroupDirectory(), query.model_version)
     column = COLUMN_BY_GROUP[query.group_by] if query.group_by else None
     rows, grouped_users, total_users = await _read(db, tenant_id, filters, column)
@@ -394,7 +389,7 @@ async def compare(
 ) -> Comparison:
     """Two model versions over the same period and population: counts, rates, Wilson
     intervals, and Newcombe's interval for the acceptance-rate difference (b - a)."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     if not a or not b or len(a) > 200 or len(b) > 200:
         raise _invalid("'a' and 'b' must name model versions", "a")
     sides: list[VersionSide] = []
@@ -562,7 +557,7 @@ async def copilot(
     directory: GroupDirectory | None = None,
 ) -> list[CopilotDay]:
     """Daily metrics in the shape of GitHub Copilot's metrics API (see docs/analytics.md)."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     filters = await _filters(query, tenant_id, directory or NoGroupDirectory(), query.model_version)
     async with db.tenant(tenant_id) as conn:
         if not await repository.bu_exists(conn, tenant_id):

@@ -34,16 +34,11 @@ from cove.platform.models import repository as catalog
 from cove.platform.models import service as models
 from cove.platform.models.locations import location_kind
 from cove.tenants import audit
-from cove.tenants.principal import Principal, Role
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 START = "finetune.start"
 _GIT_URL = re.compile(r"^(https://|http://|ssh://|git://|git@[\w.-]+:|file://)")
 _CREDENTIALS_IN_URL = re.compile(r"^[a-z+]+://[^/@\s]+@")
-
-
-def _visible(principal: Principal, tenant_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
 
 
 def _bu_admin(principal: Principal) -> None:
@@ -191,7 +186,7 @@ async def create_job(
     tasks: Celery | None,
     settings: FinetuneSettings,
 ) -> Job:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     _check_repositories(data)
     hyperparameters = _hyperparameters(data)
@@ -285,14 +280,14 @@ async def _job(conn: psycopg.AsyncConnection[Any], tenant_id: UUID, job_id: UUID
 async def list_jobs(
     db: Database, principal: Principal, tenant_id: UUID, *, status: str | None, limit: int
 ) -> list[Job]:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         rows = await repository.list_for_tenant(conn, tenant_id, status=status, limit=limit)
     return [to_public(row) for row in rows]
 
 
 async def get_job(db: Database, principal: Principal, tenant_id: UUID, job_id: UUID) -> Job:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, job_id)
     if row is None or row.tenant_id != tenant_id:
@@ -313,7 +308,7 @@ def _line(row: LogRow) -> JobLogLine:
 async def job_logs(
     db: Database, principal: Principal, tenant_id: UUID, job_id: UUID, *, after: int, limit: int
 ) -> JobLogs:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, job_id)
         if row is None or row.tenant_id != tenant_id:
@@ -329,7 +324,7 @@ async def job_logs(
 async def cancel_job(db: Database, principal: Principal, tenant_id: UUID, job_id: UUID) -> Job:
     """A job nobody has started ends at once; a running one is asked to stop and ends as
     `cancelled` at its next check (within seconds), keeping its checkpoints for a retry."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     async with db.tenant(tenant_id) as conn:
         row = await _job(conn, tenant_id, job_id)
@@ -372,7 +367,7 @@ async def retry_job(
 ) -> Job:
     """Run a failed or cancelled job again: the next attempt resumes from its last checkpoint
     and is admitted against the GPU quota again."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     outbox = AfterCommit(tasks) if tasks is not None else None
     async with db.tenant(tenant_id) as conn:

@@ -20,7 +20,7 @@ from cove.platform.models.locations import LocationProblem, inspect_adapter, ins
 from cove.platform.models.schemas import AdapterCreate, BaseModelCreate, CatalogModel, Grant
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
-from cove.tenants.principal import Principal, Role
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 MAX_LINEAGE_BYTES = 16_384
 
@@ -31,11 +31,6 @@ def _platform_admin(principal: Principal) -> None:
             "Only a platform admin may manage base models and grants",
             code="platform_admin_required",
         )
-
-
-def _visible(principal: Principal, tenant_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
 
 
 def _bu_admin(principal: Principal) -> None:
@@ -258,7 +253,7 @@ async def revoke(db: Database, principal: Principal, model_id: UUID, tenant_id: 
 
 
 async def list_for_bu(db: Database, principal: Principal, tenant_id: UUID) -> list[CatalogModel]:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         if await bu_repository.get(conn, tenant_id) is None:
             raise NotFound("No such business unit", code="bu_not_found")
@@ -268,7 +263,7 @@ async def list_for_bu(db: Database, principal: Principal, tenant_id: UUID) -> li
 async def get_adapter(
     db: Database, principal: Principal, tenant_id: UUID, model_id: UUID
 ) -> CatalogModel:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         found = await repository.get(conn, model_id)
     if found is None or found.kind != "adapter" or found.bu_id != tenant_id:
@@ -279,7 +274,7 @@ async def get_adapter(
 async def create_adapter(
     db: Database, principal: Principal, tenant_id: UUID, data: AdapterCreate
 ) -> CatalogModel:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     if len(orjson.dumps(data.lineage)) > MAX_LINEAGE_BYTES:
         raise ValidationFailed(
@@ -358,7 +353,7 @@ async def create_adapter(
 async def delete_adapter(
     db: Database, principal: Principal, tenant_id: UUID, model_id: UUID
 ) -> None:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     async with db.tenant(tenant_id) as conn:
         found = await repository.get(conn, model_id)

@@ -13,12 +13,7 @@ from cove.platform.core.errors import Conflict, Forbidden, NotFound, ValidationF
 from cove.platform.policies import repository
 from cove.platform.policies.schemas import DryRunFinding, DryRunRequest, DryRunResult, PolicyView
 from cove.tenants import audit
-from cove.tenants.principal import Principal, Role
-
-
-def _visible(principal: Principal, tenant_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 
 def _view(scope: str, row: repository.PolicyRow | None, effective: dict[str, Any]) -> PolicyView:
@@ -79,7 +74,7 @@ async def put_org(
 
 
 async def get_bu(db: Database, principal: Principal, tenant_id: UUID) -> PolicyView:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         if not await _bu_exists(conn, tenant_id):
             raise NotFound("No such business unit", code="bu_not_found")
@@ -96,7 +91,7 @@ async def put_bu(
     document: dict[str, Any],
     expected: int | None,
 ) -> PolicyView:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
         raise Forbidden("Only a BU admin may change the BU's policy", code="bu_admin_required")
     _validated(document)

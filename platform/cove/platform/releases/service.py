@@ -18,12 +18,7 @@ from cove.platform.releases.repository import ReleaseRow
 from cove.platform.releases.schemas import Release, ReleaseStep, ReleaseUpdate
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
-from cove.tenants.principal import Principal, Role
-
-
-def _visible(principal: Principal, tenant_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 
 def _bu_admin(principal: Principal) -> None:
@@ -130,7 +125,7 @@ async def _record(
 
 
 async def get_release(db: Database, principal: Principal, tenant_id: UUID) -> Release:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         if await bu_repository.get(conn, tenant_id) is None:
             raise NotFound("No such business unit", code="bu_not_found")
@@ -140,7 +135,7 @@ async def get_release(db: Database, principal: Principal, tenant_id: UUID) -> Re
 async def put_release(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseUpdate
 ) -> Release:
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     if data.canary is None and (data.canary_percent or data.canary_groups):
         raise ValidationFailed(
@@ -179,7 +174,7 @@ async def promote(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseStep | None
 ) -> Release:
     """The canary becomes stable for everyone; the old stable is kept for a rollback."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
@@ -205,7 +200,7 @@ async def rollback(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseStep | None
 ) -> Release:
     """Restore the previous stable version for everyone and drop any canary, in one step."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
@@ -231,7 +226,7 @@ async def rollback(
 
 async def clear_release(db: Database, principal: Principal, tenant_id: UUID) -> Release:
     """Remove the release: requests go to the model they name (or the first deployment)."""
-    _visible(principal, tenant_id)
+    require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
