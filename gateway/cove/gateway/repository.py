@@ -104,6 +104,11 @@ async def insert_events(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any
         ) as copy:
             for row in rows:
                 await copy.write_row(row)
+        # The id check must probe the id index once per staged event: left to itself the
+        # planner hashes every stored event id (the never-analysed staging table looks tiny),
+        # which makes each batch cost as much as the whole table.
+        await cur.execute("SET LOCAL enable_hashjoin = off")
+        await cur.execute("SET LOCAL enable_mergejoin = off")
         await cur.execute(
             "INSERT INTO usage_events (id, tenant_id, event_type, occurred_at, user_id,"
             " completion_id, model_version, feature, language, ide, data)"
