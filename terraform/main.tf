@@ -128,6 +128,7 @@ locals {
     }
     metrics = {
       serviceMonitor = { enabled = var.service_monitor_enabled }
+      prometheusRule = { enabled = var.prometheus_rule_enabled }
     }
     otel = {
       endpoint = var.otlp_endpoint == null ? "" : var.otlp_endpoint

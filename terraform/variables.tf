@@ -530,3 +530,9 @@ variable "service_monitor_enabled" {
   description = "Create a Prometheus Operator ServiceMonitor for the gateway (needs the operator's CRDs)."
   default     = false
 }
+
+variable "prometheus_rule_enabled" {
+  type        = bool
+  description = "Create the PrometheusRule with the gateway alerts of docs/operations.md (needs the operator's CRDs and the ServiceMonitor)."
+  default     = false
+}

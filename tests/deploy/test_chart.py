@@ -60,6 +60,17 @@ def _validate_service_monitor(obj: Manifest) -> None:
         assert re.fullmatch(r"[0-9]+(ms|s|m|h)", endpoint["interval"])
 
 
+def _validate_prometheus_rule(obj: Manifest) -> None:
+    # Also a Prometheus Operator CRD; tests/deploy/test_alerts.py parses the expressions.
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    for group in obj["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert isinstance(rule["expr"], str)
+            assert all(isinstance(v, str) for v in rule["annotations"].values())
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_object_validates_against_kubernetes(
     scenario: str, rendered_scenarios: dict[str, list[Manifest]]
@@ -69,6 +80,8 @@ def test_every_object_validates_against_kubernetes(
     for obj in objects:
         if obj["kind"] == "ServiceMonitor":
             _validate_service_monitor(obj)
+        elif obj["kind"] == "PrometheusRule":
+            _validate_prometheus_rule(obj)
         else:
             _validate(obj)
 
@@ -793,7 +806,7 @@ KITCHEN_SINK: dict[str, Any] = {
         "gateway": {"host": "api.cove.acme.test"},
         "tls": {"enabled": False},
     },
-    "metrics": {"serviceMonitor": {"enabled": True}},
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "networkPolicy": {"egress": {"restrict": True}},
     "oidc": {
         "enabled": True,
@@ -814,6 +827,8 @@ def test_every_optional_branch_renders_valid_objects(render: Render) -> None:
     for obj in objects:
         if obj["kind"] == "ServiceMonitor":
             _validate_service_monitor(obj)
+        elif obj["kind"] == "PrometheusRule":
+            _validate_prometheus_rule(obj)
         else:
             _validate(obj)
     gateway = one(objects, "Deployment", "acme-cove-gateway")

@@ -87,6 +87,7 @@ module "cove" {
 
   otlp_endpoint           = "http://otel-collector.observability.svc:4318"
   service_monitor_enabled = true
+  prometheus_rule_enabled = true
   helm_timeout_seconds    = 1200
 
   extra_values = [
