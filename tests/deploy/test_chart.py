@@ -106,6 +106,11 @@ def test_notes_render_for_every_scenario(chart: helm_python.Chart) -> None:
         rendered = chart.render(scenario_values(scenario), name="cove", namespace=NAMESPACE)
         notes = rendered["cove/templates/NOTES.txt"]
         assert "helm test cove -n cove" in notes
+        units = scenario_values(scenario).get("tenancy", {}).get("businessUnits", [])
+        # Without business units the reconciler holds no rights: the install must say so.
+        assert ("tenancy.businessUnits is empty" in notes) == (not units), scenario
+        for unit in units:
+            assert f"cove-bu-{unit['name']}" in notes
 
 
 # --------------------------------------------------------------------------------------------
