@@ -315,3 +315,15 @@ def test_a_request_outside_the_grants_is_refused(
         Access("delete", "", "resourcequotas", "cove-bu-payments", "cove-gpu-quota"),
     ]:
         assert not any(g.allows(refused) for g in grants), refused
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_binding_is_named_after_its_role(
+    scenario: str, rendered_scenarios: dict[str, list[Manifest]]
+) -> None:
+    """A binding's roleRef cannot change in place: the API server refuses the update, and a
+    `helm upgrade` that renames a role would stop there. Naming the binding after the role makes
+    a new role come with a new binding."""
+    objects = rendered_scenarios[scenario]
+    for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
+        assert binding["metadata"]["name"] == binding["roleRef"]["name"], binding["metadata"]
