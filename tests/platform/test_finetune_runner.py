@@ -75,7 +75,10 @@ async def _log(api: httpx.AsyncClient, world: dict[str, Any], job_id: str) -> li
 
 
 async def _catalog(api: httpx.AsyncClient, world: dict[str, Any]) -> list[str]:
-    resp = await api.get("/api/v1/models", headers=bearer(world["admin_key"]))
+    """What BU A may deploy: its granted bases and its own adapters."""
+    resp = await api.get(
+        f"/api/v1/bus/{world['a']['bu'].id}/models", headers=bearer(world["a"]["admin_key"])
+    )
     return sorted(model["name"] for model in resp.json())
 
 

@@ -218,6 +218,8 @@ class _Reporter:
         if result.state in ("preparing", "training", "evaluating") and result.state != self.state:
             self.state = result.state
             self.write({**progress, "status": result.state})
+            if result.state == "evaluating" and result.training:
+                self.log("info", _trained(result.training))
             self.log("info", _STATE_MESSAGES[result.state])
             return
         if result.step and result.step - self.last_logged_step >= LOG_EVERY_STEPS:
@@ -244,6 +246,15 @@ _STATE_MESSAGES = {
     "training": "training the LoRA adapter",
     "evaluating": "evaluating base and adapter on the held-out files",
 }
+
+
+def _trained(training: dict[str, Any]) -> str:
+    message = f"trained {training.get('steps')} steps on {training.get('examples')} examples"
+    if training.get("final_loss") is not None:
+        message += f", final loss {training['final_loss']:.4f}"
+    if training.get("resumed_from"):
+        message += f", resumed from the checkpoint at step {training['resumed_from']}"
+    return message
 
 
 def _finish(reporter: _Reporter, status: str, values: dict[str, Any]) -> None:
