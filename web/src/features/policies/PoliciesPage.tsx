@@ -22,7 +22,7 @@ import { queryKeys } from '../../api/queries';
 import { WithBu } from '../../components/CurrentBu';
 import { FormError } from '../../components/FormError';
 import { Page } from '../../components/Page';
-import { ErrorState, LoadingState, QueryState } from '../../components/states';
+import { EmptyState, ErrorState, LoadingState, QueryState } from '../../components/states';
 import { formatDateTime } from '../../lib/format';
 import { parsePolicyText, prettyJson } from './policyJson';
 
@@ -81,6 +81,12 @@ function PolicyEditor({ bu, policy }: { bu: BusinessUnit; policy: PolicyView }) 
           {policy.updated_at ? ` · ${formatDateTime(policy.updated_at)}` : ''}. Only what differs
           from the organisation's default; limits can only tighten it, exclusions add up.
         </Text>
+        {Object.keys(policy.document).length === 0 ? (
+          <EmptyState title="No overrides yet">
+            {bu.slug} runs the organisation&apos;s default policy, shown under Effective policy.
+            Write overrides below, or insert an example.
+          </EmptyState>
+        ) : null}
         <Textarea
           label="Policy overrides (JSON)"
           description={
