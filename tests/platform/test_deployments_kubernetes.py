@@ -315,3 +315,169 @@ def test_cluster_settings_come_from_the_workers_environment() -> None:
     assert cluster.model_volume_claim == "models"
     with pytest.raises(RuntimeFailure, match="latest"):
         cluster_settings(RuntimeSettings(vllm_image_tag="latest"))
+
+
+EVENTS = f"/api/v1/namespaces/{NS}/events"
+
+
+def _event(kind: str, name: str, reason: str, when: str, **more: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{name}.{reason.lower()}", "namespace": NS},
+        "involvedObject": {"kind": kind, "name": name, "namespace": NS},
+        "reason": reason,
+        "message": more.pop("message", f"{reason} on {name}"),
+        "type": more.pop("type", "Normal"),
+        "lastTimestamp": when,
+        **more,
+    }
+
+
+async def test_recent_kubernetes_events_of_the_instance_show_in_its_status(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    coder: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    api_server.ready_replicas = 0
+    _pods(api_server, ready=0)
+    unhealthy = [
+        _event(
+            "Pod",
+            "coder-7d9f8c6b5-abcde",
+            "Unhealthy",
+            f"2026-12-05T10:00:{n:02d}Z",
+            type="Warning",
+            message=f"Readiness probe failed ({n})",
+        )
+        for n in range(12)
+    ]
+    api_server.objects[EVENTS] = {
+        "kind": "EventList",
+        "apiVersion": "v1",
+        "items": [
+            _event("Deployment", "coder", "ScalingReplicaSet", "2026-12-05T09:00:00Z"),
+            _event("ReplicaSet", "coder-7d9f8c6b5", "SuccessfulCreate", "2026-12-05T09:00:01Z"),
+            _event(
+                "Pod",
+                "coder-7d9f8c6b5-fghij",
+                "FailedScheduling",
+                None,
+                type="Warning",
+                message="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                eventTime="2026-12-05T11:00:00.000000Z",
+                series={"count": 7, "lastObservedTime": "2026-12-05T11:30:00.000000Z"},
+            ),
+            *unhealthy,
+            # Another deployment of the BU whose name starts with this one's.
+            _event("Pod", "coder-two-6b5f4d7c9-xyz12", "Killing", "2026-12-05T12:00:00Z"),
+            _event("Deployment", "coder-two", "ScalingReplicaSet", "2026-12-05T12:00:00Z"),
+        ],
+    }
+    cluster(sync_db, coder["id"])
+    assert any(r.path == EVENTS and r.method == "GET" for r in api_server.requests)
+    seen = await _get(control, world, coder)
+    events = seen["events"]
+    assert len(events) == 10
+    assert events[0] == {
+        "type": "Warning",
+        "reason": "FailedScheduling",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        "count": 7,
+        "last_time": "2026-12-05T11:30:00.000000Z",
+        "object": "Pod/coder-7d9f8c6b5-fghij",
+    }
+    # Newest first; the other deployment's events are not this one's.
+    assert [e["message"] for e in events[1:4]] == [
+        "Readiness probe failed (11)",
+        "Readiness probe failed (10)",
+        "Readiness probe failed (9)",
+    ]
+    assert not any("coder-two" in e["object"] for e in events)
+
+    # Events explain a status but are not needed for one: a refused read keeps the last ones.
+    api_server.failures[("GET", EVENTS)] = (403, "events is forbidden")
+    api_server.ready_replicas = None
+    _pods(api_server, ready=2)
+    outcome = cluster(sync_db, coder["id"])
+    assert outcome.status == "ready"
+    seen = await _get(control, world, coder)
+    assert seen["events"] == events
+
+
+async def test_a_shared_instance_runs_in_the_platforms_namespace_outside_bu_quotas(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+    pod_vllm: tuple[FakeVllm, ServerThread],
+) -> None:
+    fake, _ = pod_vllm
+    await register_base(
+        control,
+        world,
+        name="coder-7b",
+        location="base/coder-7b",
+        context_length=8192,
+        grant=("a", "b"),
+    )
+    created = await control.post(
+        "/api/v1/shared-instances",
+        json={"name": "coder-shared", "model": "coder-7b", "runtime": "kubernetes", "replicas": 2},
+        headers=bearer(world["admin_key"]),
+    )
+    assert created.status_code == 201, created.text
+    instance = created.json()
+    assert instance["gpus"] == 2
+    assert instance["endpoint_url"] == "http://coder-shared.cove-shared.svc:8000"
+    shared_ns = "/api/v1/namespaces/cove-shared"
+    api_server.objects[f"{shared_ns}/pods"] = {
+        "kind": "PodList",
+        "items": [
+            {
+                "metadata": {"name": f"coder-shared-{n}"},
+                "status": {
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+            for n in range(2)
+        ],
+    }
+    for slug in ("a", "b"):
+        adapter = await control.post(
+            f"/api/v1/bus/{world[slug]['bu'].id}/adapters",
+            json={
+                "name": f"{slug}-coder",
+                "base_model": "coder-7b",
+                "location": f"adapters/bu-{slug}/coder",
+                "rank": 8,
+            },
+            headers=bearer(world[slug]["admin_key"]),
+        )
+        assert adapter.status_code == 201, adapter.text
+        attached = await control.post(
+            f"/api/v1/bus/{world[slug]['bu'].id}/shared-instances/{instance['id']}/adapters",
+            json={"model": f"{slug}-coder"},
+            headers=bearer(world[slug]["admin_key"]),
+        )
+        assert attached.status_code == 202, attached.text
+    outcome = cluster(sync_db, instance["id"])
+    assert outcome.status == "ready"
+    deployment = api_server.objects["/apis/apps/v1/namespaces/cove-shared/deployments/coder-shared"]
+    annotation = json.loads(deployment["metadata"]["annotations"]["cove.dev/adapters"])
+    assert [a["name"] for a in annotation] == ["a-coder", "b-coder"]
+    assert {"a-coder", "b-coder"} <= fake.served
+    # The platform's namespace holds the shared instances' GPUs; no BU namespace was touched.
+    quota = api_server.objects[f"{shared_ns}/resourcequotas/cove-gpu-quota"]
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
+    assert not any("cove-bu-" in r.path for r in api_server.requests)
+    capacity = await control.get(
+        f"/api/v1/bus/{world['a']['bu'].id}/capacity", headers=bearer(world["a"]["admin_key"])
+    )
+    assert capacity.json()["gpus_in_use"] == 0
+    assert [(s["name"], s["gpus"]) for s in capacity.json()["shared_instances"]] == [
+        ("coder-shared", 2)
+    ]

@@ -36,6 +36,13 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/bus/{bu_id}/deployments/{deployment_id}/adapters", {"model": "cove-tiny"}),
     ("DELETE", "/api/v1/bus/{bu_id}/deployments/{deployment_id}/adapters/{model_id}", None),
     ("GET", "/api/v1/bus/{bu_id}/capacity", None),
+    ("GET", "/api/v1/bus/{bu_id}/shared-instances", None),
+    (
+        "POST",
+        "/api/v1/bus/{bu_id}/shared-instances/{instance_id}/adapters",
+        {"model": "cove-tiny"},
+    ),
+    ("DELETE", "/api/v1/bus/{bu_id}/shared-instances/{instance_id}/adapters/{model_id}", None),
     ("GET", "/api/v1/bus/{bu_id}/models", None),
     (
         "POST",
@@ -121,6 +128,7 @@ async def test_bu_a_cannot_read_or_change_bu_b(
         "deployment_id": uuid.uuid4(),
         "model_id": uuid.uuid4(),
         "job_id": uuid.uuid4(),
+        "instance_id": uuid.uuid4(),
     }
     for method, template, body in CASES:
         for key in (world["a"]["admin_key"], world["a"]["dev_key"]):

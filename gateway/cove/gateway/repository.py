@@ -23,6 +23,8 @@ class RouteRow:
     fim_tokens: dict[str, str] | None
     tenant_status: str
     fallback_deployment_id: UUID | None
+    # A base instance the platform shares across BUs (the BU's own instances come first).
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,28 +37,39 @@ class ReleaseRow:
 
 
 async def all_routes(conn: psycopg.AsyncConnection[Any]) -> list[RouteRow]:
-    """Every model a BU can reach: each deployment's base model, and each adapter loaded on
-    a deployment (served under the adapter's own name)."""
+    """Every model a BU can reach: each of its deployments' base model, the base model of
+    each shared instance of a base model granted to it, and each of its adapters loaded on
+    either (served under the adapter's own name). An adapter on a shared instance is a route
+    of the BU that owns it, never of the other BUs on that instance."""
     async with conn.cursor(row_factory=class_row(RouteRow)) as cur:
         await cur.execute(
             """
             SELECT d.tenant_id, d.id AS deployment_id, d.name AS deployment, m.name AS model,
                    m.name AS base_model, d.served_model_name, d.endpoint_url, d.status,
-                   m.fim_tokens, t.status AS tenant_status, d.fallback_deployment_id
+                   m.fim_tokens, t.status AS tenant_status, d.fallback_deployment_id,
+                   false AS shared
             FROM model_deployments d
             JOIN models m ON m.id = d.model_id
             JOIN tenants t ON t.id = d.tenant_id
             WHERE d.desired_state = 'running'
             UNION ALL
-            SELECT d.tenant_id, d.id, d.name, a.name, m.name, a.name, d.endpoint_url, d.status,
-                   m.fim_tokens, t.status, d.fallback_deployment_id
+            SELECT g.tenant_id, d.id, d.name, m.name, m.name, d.served_model_name,
+                   d.endpoint_url, d.status, m.fim_tokens, t.status, NULL, true
+            FROM model_deployments d
+            JOIN model_grants g ON g.model_id = d.model_id
+            JOIN models m ON m.id = d.model_id
+            JOIN tenants t ON t.id = g.tenant_id
+            WHERE d.tenant_id IS NULL AND d.desired_state = 'running'
+            UNION ALL
+            SELECT da.tenant_id, d.id, d.name, a.name, m.name, a.name, d.endpoint_url, d.status,
+                   m.fim_tokens, t.status, d.fallback_deployment_id, d.tenant_id IS NULL
             FROM deployment_adapters da
             JOIN model_deployments d ON d.id = da.deployment_id
             JOIN models a ON a.id = da.model_id
             JOIN models m ON m.id = d.model_id
-            JOIN tenants t ON t.id = d.tenant_id
+            JOIN tenants t ON t.id = da.tenant_id
             WHERE da.state = 'loaded' AND d.desired_state = 'running'
-            ORDER BY 1, 3, 4
+            ORDER BY 1, 12, 3, 4
             """
         )
         return await cur.fetchall()

@@ -25,6 +25,7 @@ from cove.platform.core.http import (
 from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
+from cove.platform.deployments.endpoints import platform_router as shared_router
 from cove.platform.deployments.endpoints import router as deployments_router
 from cove.platform.finetuning.endpoints import router as finetune_router
 from cove.platform.finetuning.settings import FinetuneSettings
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(bus_router)
     app.include_router(keys_router)
     app.include_router(deployments_router)
+    app.include_router(shared_router)
     app.include_router(policies_router)
     app.include_router(audit_router)
     app.include_router(analytics_router)

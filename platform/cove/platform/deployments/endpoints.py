@@ -18,12 +18,15 @@ from cove.platform.deployments.schemas import (
     DeploymentAdapter,
     DeploymentCreate,
     DeploymentUpdate,
+    SharedInstance,
+    SharedInstanceCreate,
 )
 from cove.tenants.http import AdminReader, AdminWriter, Db
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/bus/{bu_id}", tags=["deployments"])
+platform_router = APIRouter(prefix="/api/v1/shared-instances", tags=["deployments"])
 
 
 def get_tasks(request: Request) -> Celery | None:
@@ -119,3 +122,75 @@ async def detach_adapter(
 async def get_capacity(bu_id: UUID, principal: AdminReader, db: Db) -> Capacity:
     """GPUs used against the quota, and each instance's replicas and load."""
     return await service.capacity(db, principal, bu_id)
+
+
+@router.get("/shared-instances")
+async def list_shared_instances_for_bu(
+    bu_id: UUID, principal: AdminReader, db: Db
+) -> list[SharedInstance]:
+    """The platform's shared base instances of the base models granted to the business unit,
+    each with the business unit's own adapters on it (never another's)."""
+    return await service.list_shared_for_bu(db, principal, bu_id)
+
+
+@router.post("/shared-instances/{instance_id}/adapters", status_code=status.HTTP_202_ACCEPTED)
+async def attach_shared_adapter(
+    bu_id: UUID,
+    instance_id: UUID,
+    body: AdapterAttach,
+    principal: AdminWriter,
+    db: Db,
+    tasks: Tasks,
+) -> DeploymentAdapter:
+    """Load one of the business unit's adapters onto a shared base instance. The same checks
+    as for the business unit's own instances run before the instance is touched; the gateway
+    routes the adapter's name there for this business unit only."""
+    return await service.attach_shared_adapter(db, principal, bu_id, instance_id, body, tasks)
+
+
+@router.delete(
+    "/shared-instances/{instance_id}/adapters/{model_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def detach_shared_adapter(
+    bu_id: UUID,
+    instance_id: UUID,
+    model_id: UUID,
+    principal: AdminWriter,
+    db: Db,
+    tasks: Tasks,
+) -> DeploymentAdapter:
+    """Stop routing to the business unit's adapter on the shared instance and unload it."""
+    return await service.detach_shared_adapter(db, principal, bu_id, instance_id, model_id, tasks)
+
+
+@platform_router.get("")
+async def list_shared_instances(principal: AdminReader, db: Db) -> list[Deployment]:
+    """Every shared base instance with the adapters of all business units on it (platform
+    admins)."""
+    return await service.list_shared_instances(db, principal)
+
+
+@platform_router.post("", status_code=status.HTTP_201_CREATED)
+async def create_shared_instance(
+    body: SharedInstanceCreate, principal: AdminWriter, db: Db, tasks: Tasks
+) -> Deployment:
+    """Run a base instance (multi-LoRA) that business units granted its base model put their
+    adapters on (platform admins). Its GPUs are the platform's, counted against no business
+    unit's quota."""
+    return await service.create_shared_instance(db, principal, body, tasks)
+
+
+@platform_router.get("/{instance_id}")
+async def get_shared_instance(instance_id: UUID, principal: AdminReader, db: Db) -> Deployment:
+    """One shared base instance (platform admins)."""
+    return await service.get_shared_instance(db, principal, instance_id)
+
+
+@platform_router.delete("/{instance_id}", status_code=status.HTTP_202_ACCEPTED)
+async def delete_shared_instance(
+    instance_id: UUID, principal: AdminWriter, db: Db, tasks: Tasks
+) -> Deployment:
+    """Stop and remove a shared instance (platform admins). Refused (409
+    `shared_instance_in_use`) while business units keep adapters on it."""
+    return await service.delete_shared_instance(db, principal, instance_id, tasks)

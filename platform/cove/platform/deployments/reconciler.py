@@ -144,6 +144,7 @@ def _reconcile_locked(
             replicas_ready=observed.replicas_ready,
             conditions=[dict(c) for c in observed.conditions],
             capacity=capacity,
+            events=[dict(e) for e in observed.events] if observed.events is not None else None,
         )
         if routes_changed or status != row.status or observed.endpoint_url != row.endpoint_url:
             repository.notify_routes_sync(conn, row.tenant_id)

@@ -18,21 +18,24 @@ from psycopg.types.json import Jsonb
 from cove.platform.deployments.schemas import DeploymentAdapter
 
 ROUTES_CHANNEL = "cove_routes"
+# The owner the runtimes see for the platform's shared instances (Kubernetes namespace
+# `cove-shared`, local state directory); no BU slug can collide with how it is used.
+PLATFORM_SLUG = "platform"
 
 _SELECT = """
     SELECT d.id, d.tenant_id, d.name, d.model_id, m.name AS model, d.served_model_name,
            d.endpoint_url, d.mode, d.runtime, d.status, d.status_detail, d.last_checked_at,
            d.created_at, d.updated_at, d.desired_state, d.generation, d.observed_generation,
            d.spec, d.gpus, d.max_lora_rank, d.replicas_ready, d.fallback_deployment_id,
-           f.name AS fallback_deployment, d.capacity, d.conditions, d.reconciled_at
+           f.name AS fallback_deployment, d.capacity, d.conditions, d.events, d.reconciled_at
     FROM model_deployments d
     JOIN models m ON m.id = d.model_id
     LEFT JOIN model_deployments f ON f.id = d.fallback_deployment_id
 """
 
 _ADAPTERS = """
-    SELECT da.deployment_id, da.model_id, a.name AS model, a.lora_rank AS rank, da.state,
-           da.detail, da.updated_at
+    SELECT da.deployment_id, da.model_id, da.tenant_id, a.name AS model, a.lora_rank AS rank,
+           da.state, da.detail, da.updated_at
     FROM deployment_adapters da JOIN models a ON a.id = da.model_id
 """
 
@@ -40,7 +43,8 @@ _ADAPTERS = """
 @dataclass(frozen=True, slots=True)
 class DeploymentRow:
     id: UUID
-    tenant_id: UUID
+    # None: a base instance the platform shares across BUs.
+    tenant_id: UUID | None
     name: str
     model_id: UUID
     model: str
@@ -64,6 +68,7 @@ class DeploymentRow:
     fallback_deployment: str | None
     capacity: dict[str, Any]
     conditions: list[dict[str, Any]]
+    events: list[dict[str, Any]]
     reconciled_at: datetime | None
 
 
@@ -71,6 +76,7 @@ class DeploymentRow:
 class AdapterRow:
     deployment_id: UUID
     model_id: UUID
+    tenant_id: UUID
     model: str
     rank: int | None
     state: str
@@ -104,7 +110,7 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class HealthTarget:
     id: UUID
-    tenant_id: UUID
+    tenant_id: UUID | None
     runtime: str
     endpoint_url: str
     served_model_name: str
@@ -117,7 +123,7 @@ class ReconcileTarget:
     """Everything the reconciler needs about one deployment, read in one query."""
 
     id: UUID
-    tenant_id: UUID
+    tenant_id: UUID | None
     bu_slug: str
     gpu_quota: int
     name: str
@@ -177,15 +183,89 @@ async def get_by_name(
         return await cur.fetchone()
 
 
+async def list_shared(conn: psycopg.AsyncConnection[Any]) -> list[DeploymentRow]:
+    """Every base instance the platform shares across BUs."""
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        await cur.execute(_SELECT + " WHERE d.tenant_id IS NULL ORDER BY d.name")
+        return await cur.fetchall()
+
+
+async def get_shared(
+    conn: psycopg.AsyncConnection[Any], deployment_id: UUID
+) -> DeploymentRow | None:
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        await cur.execute(_SELECT + " WHERE d.tenant_id IS NULL AND d.id = %s", (deployment_id,))
+        return await cur.fetchone()
+
+
+_GRANTED = (
+    " AND EXISTS (SELECT 1 FROM model_grants g WHERE g.model_id = d.model_id"
+    " AND g.tenant_id = %(t)s)"
+)
+
+
+async def shared_for_tenant(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID
+) -> list[DeploymentRow]:
+    """The shared instances a BU may put adapters on: those of base models granted to it."""
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        await cur.execute(
+            _SELECT + " WHERE d.tenant_id IS NULL" + _GRANTED + " ORDER BY d.name",
+            {"t": tenant_id},
+        )
+        return await cur.fetchall()
+
+
+async def get_shared_for_tenant(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, deployment_id: UUID
+) -> DeploymentRow | None:
+    async with conn.cursor(row_factory=class_row(DeploymentRow)) as cur:
+        await cur.execute(
+            _SELECT + " WHERE d.tenant_id IS NULL AND d.id = %(d)s" + _GRANTED,
+            {"t": tenant_id, "d": deployment_id},
+        )
+        return await cur.fetchone()
+
+
+async def shared_name_taken(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM model_deployments WHERE tenant_id IS NULL AND name = %s)",
+        (name,),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def shared_users(
+    conn: psycopg.AsyncConnection[Any], deployment_id: UUID
+) -> list[tuple[str, str]]:
+    """(BU slug, adapter) of every adapter BUs keep on a shared instance."""
+    cur = await conn.execute(
+        "SELECT t.slug, a.name FROM deployment_adapters da JOIN tenants t ON t.id = da.tenant_id"
+        " JOIN models a ON a.id = da.model_id"
+        " WHERE da.deployment_id = %s AND da.state IN ('pending', 'loaded', 'failed')"
+        " ORDER BY t.slug, a.name",
+        (deployment_id,),
+    )
+    return [(str(row[0]), str(row[1])) for row in await cur.fetchall()]
+
+
 async def adapters_of(
-    conn: psycopg.AsyncConnection[Any], deployment_ids: list[UUID]
+    conn: psycopg.AsyncConnection[Any],
+    deployment_ids: list[UUID],
+    *,
+    tenant_id: UUID | None = None,
 ) -> dict[UUID, list[AdapterRow]]:
+    """The adapters on each deployment; with `tenant_id`, only that BU's (a shared instance
+    carries adapters of several BUs)."""
     found: dict[UUID, list[AdapterRow]] = {i: [] for i in deployment_ids}
     if not deployment_ids:
         return found
     async with conn.cursor(row_factory=class_row(AdapterRow)) as cur:
         await cur.execute(
-            _ADAPTERS + " WHERE da.deployment_id = ANY(%s) ORDER BY a.name", (deployment_ids,)
+            _ADAPTERS + " WHERE da.deployment_id = ANY(%s)"
+            " AND (%s::uuid IS NULL OR da.tenant_id = %s) ORDER BY a.name",
+            (deployment_ids, tenant_id, tenant_id),
         )
         for row in await cur.fetchall():
             found[row.deployment_id].append(row)
@@ -331,16 +411,23 @@ async def routable_models(
     conn: psycopg.AsyncConnection[Any], tenant_id: UUID, *, excluding: UUID | None = None
 ) -> dict[str, UUID]:
     """Models the gateway can route for the BU (name -> id): the base model of each running
-    deployment, and each adapter loaded on one. `excluding` leaves out one deployment."""
+    deployment and of each shared instance of a base model granted to it, and each of its
+    adapters loaded on either. `excluding` leaves out one deployment."""
     cur = await conn.execute(
         "SELECT m.name, m.id FROM model_deployments d JOIN models m ON m.id = d.model_id"
         " WHERE d.tenant_id = %(t)s AND d.desired_state = 'running'"
         " AND d.id IS DISTINCT FROM %(x)s"
         " UNION"
+        " SELECT m.name, m.id FROM model_deployments d JOIN models m ON m.id = d.model_id"
+        " WHERE d.tenant_id IS NULL AND d.desired_state = 'running'"
+        " AND d.id IS DISTINCT FROM %(x)s"
+        " AND EXISTS (SELECT 1 FROM model_grants g WHERE g.model_id = d.model_id"
+        " AND g.tenant_id = %(t)s)"
+        " UNION"
         " SELECT a.name, a.id FROM deployment_adapters da"
         " JOIN model_deployments d ON d.id = da.deployment_id"
         " JOIN models a ON a.id = da.model_id"
-        " WHERE d.tenant_id = %(t)s AND d.desired_state = 'running' AND da.state = 'loaded'"
+        " WHERE da.tenant_id = %(t)s AND d.desired_state = 'running' AND da.state = 'loaded'"
         " AND d.id IS DISTINCT FROM %(x)s",
         {"t": tenant_id, "x": excluding},
     )
@@ -407,9 +494,9 @@ async def tenant_limits(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> 
         return await cur.fetchone()
 
 
-async def notify_routes(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> None:
+async def notify_routes(conn: psycopg.AsyncConnection[Any], tenant_id: UUID | None) -> None:
     """Gateways reload their routes when the transaction commits."""
-    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id)))
+    await conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id or "platform")))
 
 
 # ---- worker side (sync) -------------------------------------------------------------------
@@ -457,14 +544,19 @@ def try_lock(conn: psycopg.Connection[Any], deployment_id: UUID) -> bool:
 def reconcile_target(conn: psycopg.Connection[Any], deployment_id: UUID) -> ReconcileTarget | None:
     with conn.cursor(row_factory=class_row(ReconcileTarget)) as cur:
         cur.execute(
-            "SELECT d.id, d.tenant_id, t.slug AS bu_slug, t.gpu_quota, d.name, d.runtime,"
+            # A shared instance has no BU: it runs under the platform's name, and the
+            # platform's namespace holds exactly the GPUs of all shared instances.
+            "SELECT d.id, d.tenant_id, coalesce(t.slug, %s) AS bu_slug,"
+            " coalesce(t.gpu_quota, (SELECT coalesce(sum(s.gpus), 0)::int"
+            "   FROM model_deployments s WHERE s.tenant_id IS NULL)) AS gpu_quota,"
+            " d.name, d.runtime,"
             " d.mode, m.name AS model, m.location AS model_location, m.context_length,"
             " d.served_model_name, d.endpoint_url, d.status, d.status_detail, d.desired_state,"
             " d.generation, d.observed_generation, d.spec, d.max_lora_rank, d.replicas_ready,"
             " d.capacity"
             " FROM model_deployments d JOIN models m ON m.id = d.model_id"
-            " JOIN tenants t ON t.id = d.tenant_id WHERE d.id = %s",
-            (deployment_id,),
+            " LEFT JOIN tenants t ON t.id = d.tenant_id WHERE d.id = %s",
+            (PLATFORM_SLUG, deployment_id),
         )
         return cur.fetchone()
 
@@ -523,11 +615,13 @@ def record_observed(
     replicas_ready: int,
     conditions: list[dict[str, Any]],
     capacity: dict[str, Any] | None,
+    events: list[dict[str, Any]] | None = None,
 ) -> None:
     conn.execute(
         "UPDATE model_deployments SET observed_generation = greatest(observed_generation, %s),"
         " status = %s, status_detail = %s, endpoint_url = %s, replicas_ready = %s,"
-        " conditions = %s, capacity = coalesce(%s, capacity), reconciled_at = now(),"
+        " conditions = %s, capacity = coalesce(%s, capacity), events = coalesce(%s, events),"
+        " reconciled_at = now(),"
         " last_checked_at = now(),"
         " updated_at = CASE WHEN status IS DISTINCT FROM %s OR endpoint_url IS DISTINCT FROM %s"
         "   THEN now() ELSE updated_at END"
@@ -540,6 +634,7 @@ def record_observed(
             replicas_ready,
             Jsonb(conditions),
             Jsonb(capacity) if capacity is not None else None,
+            Jsonb(events) if events is not None else None,
             status,
             endpoint_url,
             deployment_id,
@@ -568,5 +663,5 @@ def needing_reconcile(conn: psycopg.Connection[Any]) -> list[UUID]:
     return [UUID(str(row[0])) for row in cur.fetchall()]
 
 
-def notify_routes_sync(conn: psycopg.Connection[Any], tenant_id: UUID) -> None:
-    conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id)))
+def notify_routes_sync(conn: psycopg.Connection[Any], tenant_id: UUID | None) -> None:
+    conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id or "platform")))

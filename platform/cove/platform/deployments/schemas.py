@@ -123,9 +123,20 @@ class DeploymentAdapter(BaseModel):
     updated_at: datetime
 
 
+class DeploymentEvent(BaseModel):
+    """A recent Kubernetes event about the instance's Deployment, ReplicaSets or pods."""
+
+    type: str = Field(description="Normal or Warning")
+    reason: str = Field(description="e.g. FailedScheduling, BackOff, Unhealthy, Pulled")
+    message: str
+    count: int
+    last_time: str | None
+    object: str = Field(description="Kind/name of the object the event is about")
+
+
 class Deployment(BaseModel):
     id: UUID
-    tenant_id: UUID
+    tenant_id: UUID | None = Field(description="null: a base instance shared across BUs")
     name: str
     model: str
     served_model_name: str
@@ -147,8 +158,43 @@ class Deployment(BaseModel):
     fallback_deployment: str | None
     capacity: dict[str, Any] = Field(description="Load scraped from the instance's /metrics")
     conditions: list[dict[str, Any]] = Field(description="What the runtime reports")
+    events: list[DeploymentEvent] = Field(
+        description="Kubernetes runtime: the newest events of its Deployment and pods"
+    )
     reconciled_at: datetime | None
     adapters: list[DeploymentAdapter]
+
+
+class SharedInstanceCreate(_InstanceFields):
+    """A base instance the platform runs for several BUs' LoRA adapters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    model: str = Field(min_length=1, max_length=200, description="Catalog name of the base model")
+    served_model_name: str | None = Field(
+        default=None, max_length=200, description="Name the instance serves; defaults to `model`"
+    )
+    runtime: Runtime = "external"
+    endpoint_url: AnyHttpUrl | None = Field(
+        default=None, description="Base URL of the OpenAI-compatible server (runtime external)"
+    )
+
+
+class SharedInstance(BaseModel):
+    """A shared base instance as a BU sees it: its state and the BU's own adapters on it."""
+
+    id: UUID
+    name: str
+    model: str
+    served_model_name: str
+    runtime: Runtime
+    status: DeploymentStatus
+    status_detail: str | None
+    desired_state: Literal["running", "deleted"]
+    max_lora_rank: int
+    gpus: int = Field(description="The platform's GPUs; not counted against the BU's quota")
+    adapters: list[DeploymentAdapter] = Field(description="This BU's adapters only")
 
 
 class CapacityEntry(BaseModel):
@@ -171,3 +217,7 @@ class Capacity(BaseModel):
     max_model_instances: int
     managed_instances: int = Field(description="Deployments Cove runs (local or kubernetes)")
     deployments: list[CapacityEntry]
+    shared_instances: list[CapacityEntry] = Field(
+        description="Platform instances carrying the BU's adapters; their GPUs are the"
+        " platform's, outside gpu_quota"
+    )

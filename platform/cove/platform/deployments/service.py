@@ -23,13 +23,14 @@ from cove.platform.deployments import repository
 from cove.platform.deployments.k8s.render import VLLM_PORT, bu_namespace
 from cove.platform.deployments.k8s.spec import (
     DEFAULT_MAX_LORA_RANK,
+    SHARED_NAMESPACE,
     DeploymentSpec,
     ImageRef,
     ModelSource,
     S3Source,
     describe_errors,
 )
-from cove.platform.deployments.repository import AdapterRow, DeploymentRow
+from cove.platform.deployments.repository import PLATFORM_SLUG, AdapterRow, DeploymentRow
 from cove.platform.deployments.schemas import (
     AdapterAttach,
     Capacity,
@@ -37,8 +38,11 @@ from cove.platform.deployments.schemas import (
     Deployment,
     DeploymentAdapter,
     DeploymentCreate,
+    DeploymentEvent,
     DeploymentUpdate,
     InstanceSpec,
+    SharedInstance,
+    SharedInstanceCreate,
 )
 from cove.platform.models import service as models
 from cove.platform.models.locations import LocationProblem, inspect_adapter, location_kind
@@ -89,8 +93,23 @@ def _public(row: DeploymentRow, adapters: list[AdapterRow]) -> Deployment:
         fallback_deployment=row.fallback_deployment,
         capacity=row.capacity,
         conditions=row.conditions,
+        events=[DeploymentEvent.model_validate(e) for e in row.events],
         reconciled_at=row.reconciled_at,
         adapters=[a.public() for a in adapters],
+    )
+
+
+def capacity_entry(row: DeploymentRow) -> CapacityEntry:
+    return CapacityEntry(
+        id=row.id,
+        name=row.name,
+        runtime=row.runtime,
+        status=row.status,
+        desired_state=row.desired_state,
+        replicas=InstanceSpec.model_validate(row.spec).replicas,
+        replicas_ready=row.replicas_ready,
+        gpus=row.gpus,
+        capacity=row.capacity,
     )
 
 
@@ -104,7 +123,7 @@ async def _load(
     return _public(row, adapters[row.id])
 
 
-async def _send(outbox: AfterCommit) -> None:
+async def send(outbox: AfterCommit) -> None:
     """Enqueue after the commit. A broker outage loses nothing: the periodic sweep
     reconciles every deployment whose desired state has not been carried out."""
     try:
@@ -114,7 +133,7 @@ async def _send(outbox: AfterCommit) -> None:
         outbox.discard()
 
 
-def _outbox(tasks: Celery | None) -> AfterCommit | None:
+def outbox_for(tasks: Celery | None) -> AfterCommit | None:
     return AfterCommit(tasks) if tasks is not None else None
 
 
@@ -146,20 +165,11 @@ async def capacity(db: Database, principal: Principal, tenant_id: UUID) -> Capac
         if limits is None:
             raise NotFound("No such business unit", code="bu_not_found")
         rows = await repository.list_for_tenant(conn, tenant_id)
-    entries = [
-        CapacityEntry(
-            id=row.id,
-            name=row.name,
-            runtime=row.runtime,
-            status=row.status,
-            desired_state=row.desired_state,
-            replicas=InstanceSpec.model_validate(row.spec).replicas,
-            replicas_ready=row.replicas_ready,
-            gpus=row.gpus,
-            capacity=row.capacity,
-        )
-        for row in rows
-    ]
+        shared = await repository.shared_for_tenant(conn, tenant_id)
+        carrying = await repository.adapters_of(conn, [r.id for r in shared], tenant_id=tenant_id)
+    entries = [capacity_entry(row) for row in rows]
+    # Shared instances carrying the BU's adapters are listed, but their GPUs are the
+    # platform's: they count against no BU's quota.
     used = sum(entry.gpus for entry in entries)
     return Capacity(
         bu_id=tenant_id,
@@ -169,6 +179,7 @@ async def capacity(db: Database, principal: Principal, tenant_id: UUID) -> Capac
         max_model_instances=limits.max_model_instances,
         managed_instances=sum(1 for e in entries if e.runtime in MANAGED_RUNTIMES),
         deployments=entries,
+        shared_instances=[capacity_entry(row) for row in shared if carrying[row.id]],
     )
 
 
@@ -212,6 +223,7 @@ def _check_spec(
     served_model_name: str,
     spec: InstanceSpec,
     endpoint_url: str | None,
+    shared_across_bus: bool = False,
 ) -> None:
     """Everything the runtime will need, checked before anything is stored."""
     problems: list[str] = []
@@ -237,7 +249,9 @@ def _check_spec(
     if runtime == "local":
         problems += _local_problems(spec, model, kind)
     elif runtime == "kubernetes":
-        problems += _kubernetes_problems(spec, model, kind, name, bu_slug, served_model_name, mode)
+        problems += _kubernetes_problems(
+            spec, model, kind, name, bu_slug, served_model_name, mode, shared_across_bus
+        )
     if problems:
         raise ValidationFailed(
             "invalid deployment: " + "; ".join(problems),
@@ -276,6 +290,7 @@ def _kubernetes_problems(
     bu_slug: str,
     served_model_name: str,
     mode: str,
+    shared_across_bus: bool,
 ) -> list[str]:
     if kind == "local":
         return [
@@ -287,6 +302,7 @@ def _kubernetes_problems(
             bu=bu_slug,
             name=name,
             mode=mode,
+            shared_across_bus=shared_across_bus,
             model=ModelSource(
                 name=served_model_name,
                 location=model.location,
@@ -396,7 +412,7 @@ async def create_deployment(
     spec = _spec_from(fields, data.runtime)
     served = data.served_model_name or data.model
     endpoint = str(data.endpoint_url).rstrip("/") if data.endpoint_url else None
-    outbox = _outbox(tasks)
+    outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         limits = await repository.lock_tenant(conn, tenant_id)
         if limits is None:
@@ -472,7 +488,7 @@ async def create_deployment(
             outbox.add(RECONCILE, deployment_id)
         created = await _load(conn, tenant_id, deployment_id)
     if outbox is not None:
-        await _send(outbox)
+        await send(outbox)
     return created
 
 
@@ -486,7 +502,7 @@ async def update_deployment(
 ) -> Deployment:
     require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
-    outbox = _outbox(tasks)
+    outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         limits = await repository.lock_tenant(conn, tenant_id)
         if limits is None:
@@ -596,7 +612,7 @@ async def update_deployment(
             outbox.add(RECONCILE, row.id)
         updated = await _load(conn, tenant_id, row.id)
     if outbox is not None:
-        await _send(outbox)
+        await send(outbox)
     return updated
 
 
@@ -618,7 +634,7 @@ async def delete_deployment(
 ) -> Deployment:
     require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
-    outbox = _outbox(tasks)
+    outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
         if row is None:
@@ -655,7 +671,7 @@ async def delete_deployment(
             outbox.add(RECONCILE, row.id)
         deleted = await _load(conn, tenant_id, row.id)
     if outbox is not None:
-        await _send(outbox)
+        await send(outbox)
     return deleted
 
 
@@ -679,39 +695,57 @@ async def attach_adapter(
     the instance is touched; the reconciler then hot-loads it."""
     require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
-    outbox = _outbox(tasks)
+    outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
         if row is None:
             raise NotFound("No such deployment", code="deployment_not_found")
-        if row.desired_state != "running":
-            raise Conflict("The deployment is being deleted", code="deployment_deleting")
-        adapter = await models.find_visible(conn, data.model)
-        if adapter is None or (adapter.kind == "adapter" and adapter.bu_id != tenant_id):
-            raise NotFound(f"No model named '{data.model}' in the catalog", code="model_not_found")
-        _check_adapter_fits(row, adapter)
-        existing = await repository.adapter_on(conn, row.id, adapter.id)
-        if existing is not None and existing.state in ("pending", "loaded"):
-            raise Conflict(
-                f"'{adapter.name}' is already {existing.state} on '{row.name}'",
-                code="adapter_already_on_deployment",
-            )
-        await repository.attach_adapter(conn, row.id, adapter.id, tenant_id)
-        await audit.record(
-            conn,
-            actor=principal.username,
-            action="deployment.adapter_load",
-            tenant_id=tenant_id,
-            target=f"deployment:{row.name}",
-            changes={"adapter": [None, adapter.name]},
-        )
-        if outbox is not None:
-            outbox.add(RECONCILE, row.id)
-        attached = await repository.adapter_on(conn, row.id, adapter.id)
+        attached = await attach(conn, principal, tenant_id, row, data, outbox)
     if outbox is not None:
-        await _send(outbox)
+        await send(outbox)
+    return attached
+
+
+async def attach(
+    conn: psycopg.AsyncConnection[Any],
+    principal: Principal,
+    tenant_id: UUID,
+    row: DeploymentRow,
+    data: AdapterAttach,
+    outbox: AfterCommit | None,
+) -> DeploymentAdapter:
+    """Put one of the BU's adapters on an instance (its own, or a shared one it may use)."""
+    if row.desired_state != "running":
+        raise Conflict("The deployment is being deleted", code="deployment_deleting")
+    adapter = await models.find_visible(conn, data.model)
+    if adapter is None or (adapter.kind == "adapter" and adapter.bu_id != tenant_id):
+        raise NotFound(f"No model named '{data.model}' in the catalog", code="model_not_found")
+    _check_adapter_fits(row, adapter)
+    existing = await repository.adapter_on(conn, row.id, adapter.id)
+    if existing is not None and existing.state in ("pending", "loaded"):
+        raise Conflict(
+            f"'{adapter.name}' is already {existing.state} on '{row.name}'",
+            code="adapter_already_on_deployment",
+        )
+    await repository.attach_adapter(conn, row.id, adapter.id, tenant_id)
+    await audit.record(
+        conn,
+        actor=principal.username,
+        action="deployment.adapter_load",
+        tenant_id=tenant_id,
+        target=audit_target(row),
+        changes={"adapter": [None, adapter.name]},
+    )
+    if outbox is not None:
+        outbox.add(RECONCILE, row.id)
+    attached = await repository.adapter_on(conn, row.id, adapter.id)
     assert attached is not None
     return attached.public()
+
+
+def audit_target(row: DeploymentRow) -> str:
+    kind = "shared-instance" if row.tenant_id is None else "deployment"
+    return f"{kind}:{row.name}"
 
 
 def _check_adapter_fits(row: DeploymentRow, adapter: CatalogModel) -> None:
@@ -770,39 +804,285 @@ async def detach_adapter(
 ) -> DeploymentAdapter:
     require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
-    outbox = _outbox(tasks)
+    outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
         if row is None:
             raise NotFound("No such deployment", code="deployment_not_found")
-        attached = await repository.adapter_on(conn, row.id, model_id)
-        if attached is None:
-            raise NotFound("That adapter is not on the deployment", code="adapter_not_found")
-        if attached.state != "unloading":
-            release = await repository.release_models(conn, tenant_id)
-            roles = [role for role, m in release.items() if m == model_id]
-            if roles and not await repository.adapter_loaded_elsewhere(
-                conn, tenant_id, model_id, row.id
-            ):
+        detached = await detach(conn, principal, tenant_id, row, model_id, outbox)
+    if outbox is not None:
+        await send(outbox)
+    return detached
+
+
+async def detach(
+    conn: psycopg.AsyncConnection[Any],
+    principal: Principal,
+    tenant_id: UUID,
+    row: DeploymentRow,
+    model_id: UUID,
+    outbox: AfterCommit | None,
+) -> DeploymentAdapter:
+    """Take one of the BU's adapters off an instance."""
+    attached = await repository.adapter_on(conn, row.id, model_id)
+    # On a shared instance the other BUs' adapters are not this BU's to see or remove.
+    if attached is None or attached.tenant_id != tenant_id:
+        raise NotFound("That adapter is not on the deployment", code="adapter_not_found")
+    if attached.state != "unloading":
+        release = await repository.release_models(conn, tenant_id)
+        roles = [role for role, m in release.items() if m == model_id]
+        if roles and not await repository.adapter_loaded_elsewhere(
+            conn, tenant_id, model_id, row.id
+        ):
+            raise Conflict(
+                f"The release's {' and '.join(roles)} model is '{attached.model}', which only"
+                f" '{row.name}' serves; change the release first",
+                code="adapter_in_release",
+            )
+        await repository.request_unload(conn, row.id, model_id)
+        await audit.record(
+            conn,
+            actor=principal.username,
+            action="deployment.adapter_unload",
+            tenant_id=tenant_id,
+            target=audit_target(row),
+            changes={"adapter": [attached.model, None]},
+        )
+        await repository.notify_routes(conn, tenant_id)
+    if outbox is not None:
+        outbox.add(RECONCILE, row.id)
+    detached = await repository.adapter_on(conn, row.id, model_id)
+    assert detached is not None
+    return detached.public()
+
+
+# ---- base instances shared across BUs ------------------------------------------------------
+#
+# The platform runs them: a platform admin creates and deletes them, and their GPUs count
+# against no BU's quota. A BU granted the base model puts its own adapters on them; each
+# adapter row belongs to its BU, so row-level security keeps every BU to its own adapters.
+
+
+def _platform_admin(principal: Principal) -> None:
+    if not principal.is_platform_admin:
+        raise Forbidden(
+            "Only a platform admin may run shared instances", code="platform_admin_required"
+        )
+
+
+def _shared_public(row: DeploymentRow, adapters: list[AdapterRow]) -> SharedInstance:
+    return SharedInstance(
+        id=row.id,
+        name=row.name,
+        model=row.model,
+        served_model_name=row.served_model_name,
+        runtime=row.runtime,
+        status=row.status,
+        status_detail=row.status_detail,
+        desired_state=row.desired_state,
+        max_lora_rank=row.max_lora_rank,
+        gpus=row.gpus,
+        adapters=[a.public() for a in adapters],
+    )
+
+
+async def list_shared_instances(db: Database, principal: Principal) -> list[Deployment]:
+    _platform_admin(principal)
+    async with db.platform() as conn:
+        rows = await repository.list_shared(conn)
+        adapters = await repository.adapters_of(conn, [r.id for r in rows])
+    return [_public(row, adapters[row.id]) for row in rows]
+
+
+async def _load_shared(conn: psycopg.AsyncConnection[Any], instance_id: UUID) -> Deployment:
+    row = await repository.get_shared(conn, instance_id)
+    if row is None:
+        raise NotFound("No such shared instance", code="shared_instance_not_found")
+    adapters = await repository.adapters_of(conn, [row.id])
+    return _public(row, adapters[row.id])
+
+
+async def get_shared_instance(db: Database, principal: Principal, instance_id: UUID) -> Deployment:
+    _platform_admin(principal)
+    async with db.platform() as conn:
+        return await _load_shared(conn, instance_id)
+
+
+async def create_shared_instance(
+    db: Database,
+    principal: Principal,
+    data: SharedInstanceCreate,
+    tasks: Celery | None = None,
+) -> Deployment:
+    _platform_admin(principal)
+    fields = {
+        k: getattr(data, k)
+        for k in _INSTANCE_FIELDS
+        if k in data.model_fields_set and getattr(data, k) is not None
+    }
+    spec = _spec_from(fields, data.runtime)
+    served = data.served_model_name or data.model
+    endpoint = str(data.endpoint_url).rstrip("/") if data.endpoint_url else None
+    outbox = outbox_for(tasks)
+    async with db.platform() as conn:
+        # One creation at a time, so the name check below holds until the commit.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('cove.shared-instances'))")
+        model = await models.find_visible(conn, data.model)
+        if model is None or model.kind != "base":
+            raise NotFound(
+                f"No base model named '{data.model}' in the catalog", code="model_not_found"
+            )
+        _check_spec(
+            runtime=data.runtime,
+            mode="shared",
+            name=data.name,
+            bu_slug=PLATFORM_SLUG,
+            model=model,
+            served_model_name=served,
+            spec=spec,
+            endpoint_url=endpoint,
+            shared_across_bus=True,
+        )
+        if await repository.shared_name_taken(conn, data.name):
+            raise Conflict(
+                f"A shared instance named '{data.name}' exists", code="shared_instance_exists"
+            )
+        if data.runtime == "kubernetes":
+            endpoint = f"http://{data.name}.{SHARED_NAMESPACE}.svc:{VLLM_PORT}"
+        elif data.runtime == "local":
+            endpoint = UNASSIGNED_ENDPOINT
+        assert endpoint is not None
+        instance_id = await repository.insert(
+            conn,
+            {
+                "tenant_id": None,
+                "name": data.name,
+                "model_id": model.id,
+                "served_model_name": served,
+                "endpoint_url": endpoint,
+                "runtime": data.runtime,
+                "mode": "shared",
+                "spec": spec.model_dump(mode="json"),
+                "gpus": spec.gpus,
+                "max_lora_rank": _max_lora_rank(spec),
+            },
+        )
+        await audit.record(
+            conn,
+            actor=principal.username,
+            action="shared_instance.create",
+            tenant_id=None,
+            target=f"shared-instance:{data.name}",
+            changes={
+                "model": [None, data.model],
+                "runtime": [None, data.runtime],
+                "endpoint_url": [None, endpoint],
+                "spec": [None, _summary(spec)],
+                "gpus": [None, spec.gpus],
+            },
+        )
+        await repository.notify_routes(conn, None)
+        if outbox is not None:
+            outbox.add(RECONCILE, instance_id)
+        created = await _load_shared(conn, instance_id)
+    if outbox is not None:
+        await send(outbox)
+    return created
+
+
+async def delete_shared_instance(
+    db: Database, principal: Principal, instance_id: UUID, tasks: Celery | None = None
+) -> Deployment:
+    """Refused while any BU keeps an adapter on it: unloading them would take models away
+    from BUs (and their releases) that did not ask for it."""
+    _platform_admin(principal)
+    outbox = outbox_for(tasks)
+    async with db.platform() as conn:
+        row = await repository.get_shared(conn, instance_id)
+        if row is None:
+            raise NotFound("No such shared instance", code="shared_instance_not_found")
+        if row.desired_state == "running":
+            users = await repository.shared_users(conn, row.id)
+            if users:
+                listed = ", ".join(f"{adapter} ({bu})" for bu, adapter in users)
                 raise Conflict(
-                    f"The release's {' and '.join(roles)} model is '{attached.model}', which only"
-                    f" '{row.name}' serves; change the release first",
-                    code="adapter_in_release",
+                    f"BUs still have adapters on '{row.name}': {listed}; they remove them first",
+                    code="shared_instance_in_use",
+                    details={"adapters": [{"bu": bu, "adapter": a} for bu, a in users]},
                 )
-            await repository.request_unload(conn, row.id, model_id)
+            await repository.mark_deleted(conn, row.id)
             await audit.record(
                 conn,
                 actor=principal.username,
-                action="deployment.adapter_unload",
-                tenant_id=tenant_id,
-                target=f"deployment:{row.name}",
-                changes={"adapter": [attached.model, None]},
+                action="shared_instance.delete",
+                tenant_id=None,
+                target=f"shared-instance:{row.name}",
+                changes={"desired_state": ["running", "deleted"]},
             )
-            await repository.notify_routes(conn, tenant_id)
+            await repository.notify_routes(conn, None)
         if outbox is not None:
             outbox.add(RECONCILE, row.id)
-        detached = await repository.adapter_on(conn, row.id, model_id)
+        deleted = await _load_shared(conn, row.id)
     if outbox is not None:
-        await _send(outbox)
-    assert detached is not None
-    return detached.public()
+        await send(outbox)
+    return deleted
+
+
+async def list_shared_for_bu(
+    db: Database, principal: Principal, tenant_id: UUID
+) -> list[SharedInstance]:
+    """The shared instances of base models granted to the BU, with only its own adapters."""
+    require_bu_visible(principal, tenant_id)
+    async with db.tenant(tenant_id) as conn:
+        if await bu_repository.get(conn, tenant_id) is None:
+            raise NotFound("No such business unit", code="bu_not_found")
+        rows = await repository.shared_for_tenant(conn, tenant_id)
+        adapters = await repository.adapters_of(conn, [r.id for r in rows], tenant_id=tenant_id)
+    return [_shared_public(row, adapters[row.id]) for row in rows]
+
+
+async def _shared_for_bu(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, instance_id: UUID
+) -> DeploymentRow:
+    row = await repository.get_shared_for_tenant(conn, tenant_id, instance_id)
+    if row is None:
+        raise NotFound("No such shared instance", code="shared_instance_not_found")
+    return row
+
+
+async def attach_shared_adapter(
+    db: Database,
+    principal: Principal,
+    tenant_id: UUID,
+    instance_id: UUID,
+    data: AdapterAttach,
+    tasks: Celery | None = None,
+) -> DeploymentAdapter:
+    require_bu_visible(principal, tenant_id)
+    _bu_admin(principal)
+    outbox = outbox_for(tasks)
+    async with db.tenant(tenant_id) as conn:
+        row = await _shared_for_bu(conn, tenant_id, instance_id)
+        attached = await attach(conn, principal, tenant_id, row, data, outbox)
+    if outbox is not None:
+        await send(outbox)
+    return attached
+
+
+async def detach_shared_adapter(
+    db: Database,
+    principal: Principal,
+    tenant_id: UUID,
+    instance_id: UUID,
+    model_id: UUID,
+    tasks: Celery | None = None,
+) -> DeploymentAdapter:
+    require_bu_visible(principal, tenant_id)
+    _bu_admin(principal)
+    outbox = outbox_for(tasks)
+    async with db.tenant(tenant_id) as conn:
+        row = await _shared_for_bu(conn, tenant_id, instance_id)
+        detached = await detach(conn, principal, tenant_id, row, model_id, outbox)
+    if outbox is not None:
+        await send(outbox)
+    return detached

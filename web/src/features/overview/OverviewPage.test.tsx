@@ -79,6 +79,32 @@ describe('OverviewPage', () => {
     expect(metricsCalls[0]!.headers.get('authorization')).toBe('Bearer cove_testkey_secret');
   });
 
+  it('shows the METRICS.md definition next to every chart', async () => {
+    installFakeApi({
+      'GET /api/v1/bus': () => json([BU]),
+      [`GET /api/v1/bus/${BU.id}/metrics`]: () =>
+        json(report(metrics({ shown: 2, accepted: 1, acceptance_rate: rate(1, 2) }), [
+          { key: '2025-01-01', metrics: metrics({ shown: 2, accepted: 1, acceptance_rate: rate(1, 2) }) },
+        ])),
+    });
+    renderAt(URL, '/overview', <OverviewPage />);
+    // Each chart, by its heading, and the formula METRICS.md v1 gives for what it plots.
+    const expected: [string, RegExp[]][] = [
+      ['Acceptance rate', [/distinct accepted completion_ids ÷ distinct shown completion_ids/, /lines accepted ÷ lines shown/]],
+      ['Lines applied by source', [/lines added by accepted completions \+ lines added by applied edits/, /completion \/ chat \/ agent/]],
+      ['Review-not-applied rate', [/edit\.discarded ÷ \(edit\.applied \+ edit\.discarded\)/]],
+      ['Retention', [/still present at T/, /÷ accepted char/]],
+      ['Active and engaged users', [/any served or shown event/, /any accept or apply/]],
+      ['Latency', [/time to first token and total time per completion/, /50th and 95th percentile/]],
+    ];
+    for (const [title, formulas] of expected) {
+      const chart = (await screen.findByRole('heading', { name: title })).closest('section')!;
+      const definition = within(chart).getByTestId('metric-definition');
+      for (const formula of formulas) expect(definition).toHaveTextContent(formula);
+    }
+    expect(screen.getAllByTestId('metric-definition')).toHaveLength(expected.length);
+  });
+
   it('says so when nothing happened in the period', async () => {
     installFakeApi({
       'GET /api/v1/bus': () => json([BU]),

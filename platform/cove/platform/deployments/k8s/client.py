@@ -8,6 +8,7 @@ kind. Requests carry the client's configured authentication (in-cluster token or
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -94,6 +95,31 @@ class PodInfo:
     ip: str | None
     ready: bool
 
+
+@dataclass(frozen=True, slots=True)
+class EventInfo:
+    """One core/v1 Event about a deployment's Deployment, ReplicaSets or pods."""
+
+    type: str
+    reason: str
+    message: str
+    count: int
+    last_time: str | None
+    object: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "reason": self.reason,
+            "message": self.message,
+            "count": self.count,
+            "last_time": self.last_time,
+            "object": self.object,
+        }
+
+
+# How many of the most recent events a deployment's status keeps.
+RECENT_EVENTS = 10
 
 MISSING = InstanceStatus(
     exists=False,
@@ -227,6 +253,25 @@ class KubernetesApplier:
             return []
         return [_pod_info(item) for item in body.get("items") or [] if isinstance(item, dict)]
 
+    def recent_events(self, spec: DeploymentSpec, limit: int = RECENT_EVENTS) -> list[EventInfo]:
+        """The newest events about the deployment's Deployment, its ReplicaSets and its pods
+        (scheduling failures, image pulls, probe failures, OOM kills), newest first."""
+        status, body = self._request(
+            "GET",
+            f"/api/v1/namespaces/{quote(spec.namespace, safe='')}/events",
+            allow_missing=True,
+        )
+        if status == 404 or not isinstance(body, dict):
+            return []
+        ours = _owned_names(spec.name)
+        found = [
+            _event_info(item)
+            for item in body.get("items") or []
+            if isinstance(item, dict) and _is_about(item, ours)
+        ]
+        found.sort(key=lambda e: e.last_time or "", reverse=True)
+        return found[:limit]
+
     def _request(
         self,
         method: str,
@@ -302,3 +347,42 @@ def _pod_info(pod: dict[str, Any]) -> PodInfo:
     # A pod being deleted still reports Ready until its containers stop.
     ready = ready and not metadata.get("deletionTimestamp")
     return PodInfo(name=str(metadata.get("name", "")), ip=status.get("podIP"), ready=ready)
+
+
+def _owned_names(deployment: str) -> dict[str, re.Pattern[str]]:
+    """Name patterns of what a Deployment owns: `<name>-<template hash>` ReplicaSets and
+    `<name>-<template hash>-<suffix>` pods. The hash and suffix hold no '-', so another
+    deployment whose name starts with this one's never matches."""
+    name = re.escape(deployment)
+    return {
+        "Deployment": re.compile(rf"^{name}$"),
+        "ReplicaSet": re.compile(rf"^{name}-[a-z0-9]{{1,10}}$"),
+        "Pod": re.compile(rf"^{name}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}$"),
+    }
+
+
+def _is_about(event: dict[str, Any], ours: dict[str, re.Pattern[str]]) -> bool:
+    involved = event.get("involvedObject") or {}
+    pattern = ours.get(str(involved.get("kind", "")))
+    return pattern is not None and bool(pattern.match(str(involved.get("name", ""))))
+
+
+def _event_info(event: dict[str, Any]) -> EventInfo:
+    involved = event.get("involvedObject") or {}
+    series = event.get("series") or {}
+    metadata = event.get("metadata") or {}
+    last = (
+        event.get("lastTimestamp")
+        or series.get("lastObservedTime")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or metadata.get("creationTimestamp")
+    )
+    return EventInfo(
+        type=str(event.get("type") or "Normal"),
+        reason=str(event.get("reason") or ""),
+        message=str(event.get("message") or "")[:1000],
+        count=int(event.get("count") or series.get("count") or 1),
+        last_time=str(last) if last else None,
+        object=f"{involved.get('kind', '')}/{involved.get('name', '')}",
+    )

@@ -23,6 +23,8 @@ DEFAULT_GATEWAY_POD_LABELS: dict[str, str] = {
 }
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 DEFAULT_MAX_LORAS = 4
+# Every BU namespace is `cove-bu-<slug>`, so this one can never be a BU's.
+SHARED_NAMESPACE = "cove-shared"
 DEFAULT_MAX_LORA_RANK = 16
 DEFAULT_CPU_KVCACHE_GIB = 4
 
@@ -524,6 +526,11 @@ class DeploymentSpec(_Strict):
     bu: BuSlug
     name: DeploymentName
     mode: Literal["dedicated", "shared"] = "dedicated"
+    shared_across_bus: bool = Field(
+        default=False,
+        description="A base instance the platform runs for several BUs' adapters; it lives in"
+        f" the namespace {SHARED_NAMESPACE}, whose GPU quota is the platform's",
+    )
     model: ModelSource
     replicas: int = Field(default=1, ge=0, le=64)
     gpus_per_replica: int = Field(default=1, ge=0, le=8, description="0 runs on CPUs only")
@@ -570,6 +577,8 @@ class DeploymentSpec(_Strict):
             )
         if GPU_PRODUCT_LABEL in self.node_selector:
             problems.append(f"node_selector: set {GPU_PRODUCT_LABEL} through gpu_type")
+        if self.shared_across_bus and self.mode != "shared":
+            problems.append("shared_across_bus: a base instance BUs share runs in mode shared")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -668,7 +677,7 @@ class DeploymentSpec(_Strict):
 
     @property
     def namespace(self) -> str:
-        return f"cove-bu-{self.bu}"
+        return SHARED_NAMESPACE if self.shared_across_bus else f"cove-bu-{self.bu}"
 
     @property
     def cpu_only(self) -> bool:

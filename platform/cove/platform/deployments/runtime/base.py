@@ -38,7 +38,8 @@ class Target:
     """The desired instance: one deployment as the reconciler read it."""
 
     deployment_id: UUID
-    tenant_id: UUID
+    # None: a base instance the platform shares across BUs (bu_slug is then the platform's).
+    tenant_id: UUID | None
     bu_slug: str
     gpu_quota: int
     name: str
@@ -55,6 +56,10 @@ class Target:
     # them in the runtime (the Kubernetes annotation) as well as hot-loading them.
     adapters: tuple[AdapterRef, ...] = ()
 
+    @property
+    def shared_across_bus(self) -> bool:
+        return self.tenant_id is None
+
 
 @dataclass(frozen=True, slots=True)
 class Observed:
@@ -68,6 +73,9 @@ class Observed:
     # Model names every ready replica serves (base and adapters); None when not ready.
     served: frozenset[str] | None = None
     conditions: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # Recent events the runtime reports (Kubernetes core/v1 Events), newest first; None when
+    # the runtime has none or could not read them (the previous ones are kept).
+    events: tuple[dict[str, Any], ...] | None = None
 
 
 class RuntimeDriver(Protocol):

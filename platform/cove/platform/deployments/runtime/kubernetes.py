@@ -5,7 +5,9 @@ annotation and hot-loaded into every ready pod through vLLM's runtime LoRA API."
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from kubernetes.client import Configuration
 from pydantic import ValidationError
@@ -37,6 +39,8 @@ from cove.platform.deployments.runtime.base import (
 )
 from cove.platform.deployments.runtime.vllm_api import VllmApi
 from cove.platform.deployments.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class KubernetesDriver:
                 bu=target.bu_slug,
                 name=target.name,
                 mode=target.mode,
+                shared_across_bus=target.shared_across_bus,
                 model=ModelSource(
                     name=target.served_model_name,
                     location=target.model_location,
@@ -215,6 +220,19 @@ class KubernetesDriver:
     # ---- internals --------------------------------------------------------------------------
 
     def _observe(self, target: Target, spec: DeploymentSpec) -> Observed:
+        observed = self._observe_status(spec)
+        return replace(observed, events=self._recent_events(spec))
+
+    def _recent_events(self, spec: DeploymentSpec) -> tuple[dict[str, Any], ...] | None:
+        # Events explain a status (FailedScheduling, ImagePullBackOff, probe failures) but are
+        # not needed to reach one: without them the reconcile goes on.
+        try:
+            return tuple(e.as_dict() for e in self._applier.recent_events(spec))
+        except KubernetesError as exc:
+            log.warning("cannot read the deployment's events", extra={"error": str(exc)})
+            return None
+
+    def _observe_status(self, spec: DeploymentSpec) -> Observed:
         try:
             status = self._applier.read_status(spec)
         except KubernetesError as exc:
