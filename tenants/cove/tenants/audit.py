@@ -39,3 +39,20 @@ async def record(
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (tenant_id, actor, action, target, Jsonb(changes or {}), request_id_var.get()),
     )
+
+
+def record_sync(
+    conn: psycopg.Connection[Any],
+    *,
+    actor: str,
+    action: str,
+    tenant_id: UUID | None,
+    target: str | None,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """`record` for synchronous code (Celery tasks)."""
+    conn.execute(
+        "INSERT INTO audit_log (tenant_id, actor, action, target, diff, request_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (tenant_id, actor, action, target, Jsonb(changes or {}), request_id_var.get()),
+    )

@@ -13,7 +13,8 @@ from cove.tenants.bus.schemas import BusinessUnit
 
 _COLUMNS = sql.SQL(
     "id, slug, name, status, gpu_quota, max_model_instances, tokens_per_day, "
-    "prompt_logging, retention_days, created_at, updated_at"
+    "prompt_logging, retention_days, created_at, updated_at, deletion_requested_at, "
+    "deletion_requested_by, purge_after, last_exported_at"
 )
 
 
@@ -37,6 +38,21 @@ async def get(conn: psycopg.AsyncConnection[Any], bu_id: UUID) -> BusinessUnit |
             sql.SQL("SELECT {} FROM tenants WHERE id = %s").format(_COLUMNS), (bu_id,)
         )
         return await cur.fetchone()
+
+
+async def lock(conn: psycopg.AsyncConnection[Any], bu_id: UUID) -> BusinessUnit | None:
+    """The BU, locked until the transaction ends (deletion, restore and purge take turns)."""
+    async with conn.cursor(row_factory=class_row(BusinessUnit)) as cur:
+        await cur.execute(
+            sql.SQL("SELECT {} FROM tenants WHERE id = %s FOR UPDATE").format(_COLUMNS), (bu_id,)
+        )
+        return await cur.fetchone()
+
+
+async def status_before_deletion(conn: psycopg.AsyncConnection[Any], bu_id: UUID) -> str | None:
+    cur = await conn.execute("SELECT status_before_deletion FROM tenants WHERE id = %s", (bu_id,))
+    row = await cur.fetchone()
+    return None if row is None else row[0]
 
 
 async def get_by_slug(conn: psycopg.AsyncConnection[Any], slug: str) -> BusinessUnit | None:

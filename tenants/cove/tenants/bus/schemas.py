@@ -49,3 +49,21 @@ class BusinessUnit(BaseModel):
     retention_days: int
     created_at: datetime
     updated_at: datetime
+    deletion_requested_at: datetime | None = None
+    deletion_requested_by: str | None = None
+    # While `deleting`: when the purge may start; a restore is possible until then.
+    purge_after: datetime | None = None
+    # Deletion needs a recent export.
+    last_exported_at: datetime | None = None
+
+
+class DeletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_days: int | None = Field(
+        default=None,
+        ge=0,
+        le=365,
+        description="Days before the purge; 0 purges at once. Default: the install's setting.",
+    )
+    reason: str | None = Field(default=None, max_length=500)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -10,8 +12,13 @@ from cove.platform.core.db import Database
 from cove.platform.core.errors import Conflict, Forbidden, NotFound
 from cove.tenants import audit
 from cove.tenants.bus import repository
-from cove.tenants.bus.schemas import BusinessUnit, BusinessUnitCreate, BusinessUnitUpdate
-from cove.tenants.principal import Principal
+from cove.tenants.bus.schemas import (
+    BusinessUnit,
+    BusinessUnitCreate,
+    BusinessUnitUpdate,
+    DeletionRequest,
+)
+from cove.tenants.principal import Principal, Role
 
 
 def _require_platform_admin(principal: Principal) -> None:
@@ -78,6 +85,14 @@ async def update(
             raise NotFound("No such business unit", code="bu_not_found")
         if not values:
             return before
+        if before.status == "deleting":
+            raise Conflict(
+                "The business unit is being deleted; restore it first",
+                code="bu_deleting",
+                details={"purge_after": before.purge_after.isoformat()}
+                if before.purge_after
+                else None,
+            )
         after = await repository.update(conn, bu_id, values)
         assert after is not None
         await audit.record(
@@ -90,4 +105,151 @@ async def update(
         )
         # Gateways reload keys (which carry the BU's status) on this notification.
         await conn.execute("SELECT pg_notify('cove_auth', %s)", (f"bu:{bu_id}",))
+    return after
+
+
+def _require_visible(principal: Principal, bu_id: UUID) -> None:
+    if not principal.is_platform_admin and principal.tenant_id != bu_id:
+        # Another BU's ids look exactly like ids that do not exist.
+        raise NotFound("No such business unit", code="bu_not_found")
+
+
+def require_exporter(principal: Principal, bu_id: UUID) -> None:
+    """A platform admin, or an admin of this very BU, may export it."""
+    _require_visible(principal, bu_id)
+    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
+        raise Forbidden("Only a BU admin may export this BU", code="bu_admin_required")
+
+
+async def _notify_gateways(conn: psycopg.AsyncConnection[Any], bu_id: UUID) -> None:
+    # Gateways reload keys and routes (which carry the BU's status) on this notification.
+    await conn.execute("SELECT pg_notify('cove_auth', %s)", (f"bu:{bu_id}",))
+
+
+async def record_export(
+    conn: psycopg.AsyncConnection[Any],
+    principal: Principal,
+    bu: BusinessUnit,
+    summary: dict[str, Any],
+) -> None:
+    """Remember that the BU was exported (deletion needs a recent export) and audit it."""
+    await repository.update(conn, bu.id, {"last_exported_at": datetime.now(UTC)})
+    await audit.record(
+        conn,
+        actor=principal.username,
+        action="bu.export",
+        tenant_id=bu.id,
+        target=f"bu:{bu.slug}",
+        changes=summary,
+    )
+
+
+async def request_deletion(
+    db: Database,
+    principal: Principal,
+    bu_id: UUID,
+    data: DeletionRequest,
+    *,
+    default_grace_days: int,
+    export_max_age: timedelta,
+) -> BusinessUnit:
+    """Stage the BU for deletion: it stops serving at once (`deleting`, like a suspended BU)
+    and is purged after the grace period, unless a platform admin restores it before."""
+    _require_visible(principal, bu_id)
+    _require_platform_admin(principal)
+    grace_days = default_grace_days if data.grace_days is None else data.grace_days
+    now = datetime.now(UTC)
+    async with db.platform() as conn:
+        before = await repository.lock(conn, bu_id)
+        if before is None:
+            raise NotFound("No such business unit", code="bu_not_found")
+        if before.status == "deleting":
+            raise Conflict(
+                "The business unit is already being deleted",
+                code="bu_already_deleting",
+                details={"purge_after": before.purge_after.isoformat()}
+                if before.purge_after
+                else None,
+            )
+        if before.last_exported_at is None or now - before.last_exported_at > export_max_age:
+            raise Conflict(
+                "Export the business unit before deleting it "
+                f"(an export from the last {export_max_age.total_seconds() / 3600:g} hours)",
+                code="export_required",
+                details={
+                    "last_exported_at": before.last_exported_at.isoformat()
+                    if before.last_exported_at
+                    else None
+                },
+            )
+        after = await repository.update(
+            conn,
+            bu_id,
+            {
+                "status": "deleting",
+                "status_before_deletion": before.status,
+                "deletion_requested_at": now,
+                "deletion_requested_by": principal.username,
+                "purge_after": now + timedelta(days=grace_days),
+            },
+        )
+        assert after is not None
+        changes = audit.diff(before.model_dump(mode="json"), after.model_dump(mode="json"))
+        changes["grace_days"] = grace_days
+        if data.reason:
+            changes["reason"] = data.reason
+        await audit.record(
+            conn,
+            actor=principal.username,
+            action="bu.delete_request",
+            tenant_id=bu_id,
+            target=f"bu:{after.slug}",
+            changes=changes,
+        )
+        await _notify_gateways(conn, bu_id)
+    return after
+
+
+async def restore(db: Database, principal: Principal, bu_id: UUID) -> BusinessUnit:
+    """Cancel a pending deletion during the grace period: the BU gets back the status it had."""
+    _require_visible(principal, bu_id)
+    _require_platform_admin(principal)
+    async with db.platform() as conn:
+        before = await repository.lock(conn, bu_id)
+        if before is None:
+            raise NotFound("No such business unit", code="bu_not_found")
+        if before.status != "deleting" or before.purge_after is None:
+            raise Conflict(
+                "The business unit is not being deleted",
+                code="bu_not_deleting",
+                details={"status": before.status},
+            )
+        if before.purge_after <= datetime.now(UTC):
+            raise Conflict(
+                "The grace period is over; the business unit is being purged",
+                code="grace_period_over",
+                details={"purge_after": before.purge_after.isoformat()},
+            )
+        previous = await repository.status_before_deletion(conn, bu_id) or "active"
+        after = await repository.update(
+            conn,
+            bu_id,
+            {
+                "status": previous,
+                "status_before_deletion": None,
+                "deletion_requested_at": None,
+                "deletion_requested_by": None,
+                "purge_after": None,
+            },
+        )
+        assert after is not None
+        await audit.record(
+            conn,
+            actor=principal.username,
+            action="bu.restore",
+            tenant_id=bu_id,
+            target=f"bu:{after.slug}",
+            changes=audit.diff(before.model_dump(mode="json"), after.model_dump(mode="json")),
+        )
+        await _notify_gateways(conn, bu_id)
     return after
