@@ -648,6 +648,69 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bus/{bu_id}/shared-instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Shared Instances For Bu
+         * @description The platform's shared base instances of the base models granted to the business unit,
+         *     each with the business unit's own adapters on it (never another's).
+         */
+        get: operations["list_shared_instances_for_bu_api_v1_bus__bu_id__shared_instances_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/shared-instances/{instance_id}/adapters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Attach Shared Adapter
+         * @description Load one of the business unit's adapters onto a shared base instance. The same checks
+         *     as for the business unit's own instances run before the instance is touched; the gateway
+         *     routes the adapter's name there for this business unit only.
+         */
+        post: operations["attach_shared_adapter_api_v1_bus__bu_id__shared_instances__instance_id__adapters_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/shared-instances/{instance_id}/adapters/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Detach Shared Adapter
+         * @description Stop routing to the business unit's adapter on the shared instance and unload it.
+         */
+        delete: operations["detach_shared_adapter_api_v1_bus__bu_id__shared_instances__instance_id__adapters__model_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/console-config": {
         parameters: {
             query?: never;
@@ -781,6 +844,58 @@ export interface paths {
         put: operations["put_default_policy_api_v1_policy_put"];
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shared-instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Shared Instances
+         * @description Every shared base instance with the adapters of all business units on it (platform
+         *     admins).
+         */
+        get: operations["list_shared_instances_api_v1_shared_instances_get"];
+        put?: never;
+        /**
+         * Create Shared Instance
+         * @description Run a base instance (multi-LoRA) that business units granted its base model put their
+         *     adapters on (platform admins). Its GPUs are the platform's, counted against no business
+         *     unit's quota.
+         */
+        post: operations["create_shared_instance_api_v1_shared_instances_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shared-instances/{instance_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Shared Instance
+         * @description One shared base instance (platform admins).
+         */
+        get: operations["get_shared_instance_api_v1_shared_instances__instance_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Shared Instance
+         * @description Stop and remove a shared instance (platform admins). Refused (409
+         *     `shared_instance_in_use`) while business units keep adapters on it.
+         */
+        delete: operations["delete_shared_instance_api_v1_shared_instances__instance_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1146,6 +1261,11 @@ export interface components {
             managed_instances: number;
             /** Max Model Instances */
             max_model_instances: number;
+            /**
+             * Shared Instances
+             * @description Platform instances carrying the BU's adapters; their GPUs are the platform's, outside gpu_quota
+             */
+            shared_instances: components["schemas"]["CapacityEntry"][];
         };
         /** CapacityEntry */
         CapacityEntry: {
@@ -1486,6 +1606,11 @@ export interface components {
             desired_state: "running" | "deleted";
             /** Endpoint Url */
             endpoint_url: string;
+            /**
+             * Events
+             * @description Kubernetes runtime: the newest events of its Deployment and pods
+             */
+            events: components["schemas"]["DeploymentEvent"][];
             /** Fallback Deployment */
             fallback_deployment: string | null;
             /** Generation */
@@ -1533,9 +1658,9 @@ export interface components {
             status_detail: string | null;
             /**
              * Tenant Id
-             * Format: uuid
+             * @description null: a base instance shared across BUs
              */
-            tenant_id: string;
+            tenant_id: string | null;
             /**
              * Updated At
              * Format: date-time
@@ -1631,6 +1756,33 @@ export interface components {
             tolerations?: components["schemas"]["Toleration"][] | null;
             /** @description max_model_len, enable_prefix_caching, speculative_decoding, tensor_parallel_size, max_loras, max_lora_rank, extra_args */
             vllm?: components["schemas"]["VllmOptions"] | null;
+        };
+        /**
+         * DeploymentEvent
+         * @description A recent Kubernetes event about the instance's Deployment, ReplicaSets or pods.
+         */
+        DeploymentEvent: {
+            /** Count */
+            count: number;
+            /** Last Time */
+            last_time: string | null;
+            /** Message */
+            message: string;
+            /**
+             * Object
+             * @description Kind/name of the object the event is about
+             */
+            object: string;
+            /**
+             * Reason
+             * @description e.g. FailedScheduling, BackOff, Unhealthy, Pulled
+             */
+            reason: string;
+            /**
+             * Type
+             * @description Normal or Warning
+             */
+            type: string;
         };
         /** DeploymentUpdate */
         DeploymentUpdate: {
@@ -2369,6 +2521,108 @@ export interface components {
          * @enum {string}
          */
         Scope: "completions" | "events" | "admin:read" | "admin:write";
+        /**
+         * SharedInstance
+         * @description A shared base instance as a BU sees it: its state and the BU's own adapters on it.
+         */
+        SharedInstance: {
+            /**
+             * Adapters
+             * @description This BU's adapters only
+             */
+            adapters: components["schemas"]["DeploymentAdapter"][];
+            /**
+             * Desired State
+             * @enum {string}
+             */
+            desired_state: "running" | "deleted";
+            /**
+             * Gpus
+             * @description The platform's GPUs; not counted against the BU's quota
+             */
+            gpus: number;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Max Lora Rank */
+            max_lora_rank: number;
+            /** Model */
+            model: string;
+            /** Name */
+            name: string;
+            /**
+             * Runtime
+             * @enum {string}
+             */
+            runtime: "external" | "local" | "kubernetes";
+            /** Served Model Name */
+            served_model_name: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "ready" | "degraded" | "unavailable";
+            /** Status Detail */
+            status_detail: string | null;
+        };
+        /**
+         * SharedInstanceCreate
+         * @description A base instance the platform runs for several BUs' LoRA adapters.
+         */
+        SharedInstanceCreate: {
+            /**
+             * Endpoint Url
+             * @description Base URL of the OpenAI-compatible server (runtime external)
+             */
+            endpoint_url?: string | null;
+            /** Gpu Type */
+            gpu_type?: string | null;
+            /**
+             * Gpus Per Replica
+             * @description Default 1 on Kubernetes, 0 elsewhere (CPU only)
+             */
+            gpus_per_replica?: number | null;
+            /** Labels */
+            labels?: {
+                [key: string]: string;
+            } | null;
+            /**
+             * Model
+             * @description Catalog name of the base model
+             */
+            model: string;
+            /** Name */
+            name: string;
+            /** Node Selector */
+            node_selector?: {
+                [key: string]: string;
+            } | null;
+            /**
+             * Replicas
+             * @description Default 1
+             */
+            replicas?: number | null;
+            resources?: components["schemas"]["Resources"] | null;
+            /**
+             * Runtime
+             * @default external
+             * @enum {string}
+             */
+            runtime: "external" | "local" | "kubernetes";
+            /**
+             * Served Model Name
+             * @description Name the instance serves; defaults to `model`
+             */
+            served_model_name?: string | null;
+            /** Shm Size */
+            shm_size?: string | null;
+            /** Tolerations */
+            tolerations?: components["schemas"]["Toleration"][] | null;
+            /** @description max_model_len, enable_prefix_caching, speculative_decoding, tensor_parallel_size, max_loras, max_lora_rank, extra_args */
+            vllm?: components["schemas"]["VllmOptions"] | null;
+        };
         /** SpeculativeDecoding */
         SpeculativeDecoding: {
             /**
@@ -3873,6 +4127,106 @@ export interface operations {
             };
         };
     };
+    list_shared_instances_for_bu_api_v1_bus__bu_id__shared_instances_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SharedInstance"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    attach_shared_adapter_api_v1_bus__bu_id__shared_instances__instance_id__adapters_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+                instance_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdapterAttach"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeploymentAdapter"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    detach_shared_adapter_api_v1_bus__bu_id__shared_instances__instance_id__adapters__model_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+                instance_id: string;
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeploymentAdapter"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     console_config_api_v1_console_config_get: {
         parameters: {
             query?: never;
@@ -4139,6 +4493,121 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PolicyView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_shared_instances_api_v1_shared_instances_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"][];
+                };
+            };
+        };
+    };
+    create_shared_instance_api_v1_shared_instances_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SharedInstanceCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_shared_instance_api_v1_shared_instances__instance_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                instance_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_shared_instance_api_v1_shared_instances__instance_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                instance_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
                 };
             };
             /** @description Validation Error */
