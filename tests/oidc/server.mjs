@@ -4,7 +4,14 @@
 // this instead: one provider per realm, each mounted at `/realms/<realm>` so issuers, discovery
 // and JWKS URLs have Keycloak's shape, issuing JWT access tokens through `client_credentials`
 // whose claims look like Keycloak's (`groups`, `realm_access.roles`, `preferred_username`,
-// `azp`, `typ: Bearer`). Every test client stands for one user.
+// `azp`, `typ: Bearer`). Every confidential test client stands for one user.
+//
+// The public clients sign users in as Keycloak's do: `cove-cli` (and its short-lived twins)
+// with the device authorization grant (RFC 8628), `cove-console` with the authorization code
+// flow and PKCE (S256). Users sign in on oidc-provider's development pages (any password); a
+// login name from USERS gets that user's Keycloak-shaped claims. Like Keycloak, the provider
+// issues refresh tokens to these clients and answers `slow_down` to a device client that polls
+// faster than the interval it was given.
 //
 // Usage: node server.mjs [--port N] [--realms cove,other]      (or PORT / OIDC_REALMS)
 // Test-only admin endpoints (rotate keys, count JWKS downloads) live under `/__test/` and need
@@ -109,6 +116,35 @@ const USERS = {
   },
 };
 
+// Public clients of real sign-ins. TTLs in seconds; the short ones exist to test expiry.
+const PUBLIC_CLIENTS = {
+  'cove-cli': { kind: 'device', accessTokenTTL: DEFAULT_TTL_SECONDS, deviceCodeTTL: 600 },
+  'cove-cli-short': { kind: 'device', accessTokenTTL: 2, deviceCodeTTL: 600 },
+  'cove-cli-expiring': { kind: 'device', accessTokenTTL: DEFAULT_TTL_SECONDS, deviceCodeTTL: 2 },
+  'cove-console': { kind: 'code', accessTokenTTL: DEFAULT_TTL_SECONDS },
+};
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+// Keycloak's `oauth2DevicePollingInterval` (5 s by default); short so tests run fast.
+const DEVICE_POLL_INTERVAL_SECONDS = 1;
+const CONSOLE_REDIRECT_URI = 'http://127.0.0.1:5173/auth/callback';
+
+function publicClient(clientId, { kind }) {
+  const device = kind === 'device';
+  return {
+    client_id: clientId,
+    token_endpoint_auth_method: 'none',
+    application_type: device ? 'native' : 'web',
+    grant_types: device ? [DEVICE_GRANT, 'refresh_token'] : ['authorization_code', 'refresh_token'],
+    redirect_uris: device ? [] : [CONSOLE_REDIRECT_URI],
+    response_types: device ? [] : ['code'],
+  };
+}
+
+// The user a token speaks for: the signed-in account, else the confidential client's user.
+function userOf(token) {
+  return USERS[token.accountId ?? token.clientId];
+}
+
 function secretFor(clientId) {
   return `${clientId}-secret`;
 }
@@ -118,6 +154,29 @@ function newKey(kind, kid) {
     ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
     : crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig' };
+}
+
+// Two things Keycloak does and oidc-provider does not: name the polling interval in the device
+// authorization response, and answer `slow_down` to a poll that comes sooner than it.
+const lastPolls = new Map();
+
+async function pollLikeKeycloak(ctx, next) {
+  await next();
+  if (ctx.oidc?.route === 'device_authorization' && ctx.body?.device_code) {
+    ctx.body = { ...ctx.body, interval: DEVICE_POLL_INTERVAL_SECONDS };
+    return;
+  }
+  const code = ctx.oidc?.params?.device_code;
+  if (ctx.oidc?.route !== 'token' || !code || ctx.body?.error !== 'authorization_pending') return;
+  const now = Date.now();
+  const last = lastPolls.get(code);
+  lastPolls.set(code, now);
+  if (last !== undefined && now - last < DEVICE_POLL_INTERVAL_SECONDS * 1000) {
+    ctx.body = {
+      error: 'slow_down',
+      error_description: 'you are polling too quickly and should back off at a reasonable rate',
+    };
+  }
 }
 
 class Realm {
@@ -137,21 +196,38 @@ class Realm {
 
   build() {
     this.provider = new Provider(this.issuer(origin), {
-      clients: Object.keys(USERS).map((clientId) => ({
-        client_id: clientId,
-        client_secret: secretFor(clientId),
-        grant_types: ['client_credentials'],
-        redirect_uris: [],
-        response_types: [],
-      })),
+      clients: [
+        ...Object.keys(USERS).map((clientId) => ({
+          client_id: clientId,
+          client_secret: secretFor(clientId),
+          grant_types: ['client_credentials'],
+          redirect_uris: [],
+          response_types: [],
+        })),
+        ...Object.entries(PUBLIC_CLIENTS).map(([clientId, spec]) => publicClient(clientId, spec)),
+      ],
       jwks: { keys: this.keys },
       cookies: { keys: this.cookieKeys },
+      // Every login name is accepted on the development pages; its claims come from USERS.
+      findAccount: async (_ctx, accountId) => ({
+        accountId,
+        claims: async () => ({ sub: USERS[accountId]?.claims.sub ?? accountId }),
+      }),
+      // Keycloak issues a refresh token with every user sign-in, `offline_access` or not.
+      issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+      ttl: {
+        DeviceCode: (_ctx, _token, client) => PUBLIC_CLIENTS[client.clientId]?.deviceCodeTTL ?? 600,
+      },
       features: {
         clientCredentials: { enabled: true },
-        devInteractions: { enabled: false },
+        deviceFlow: { enabled: true },
+        // oidc-provider's own sign-in and consent pages; a test drives them over HTTP.
+        devInteractions: { enabled: true },
         resourceIndicators: {
           enabled: true,
           defaultResource: async () => 'urn:cove:gateway',
+          // Keycloak knows no resource parameter: a sign-in's tokens are always for the API.
+          useGrantedResource: async () => true,
           getResourceServerInfo: async (_ctx, resource, client) => {
             const server = RESOURCES[resource];
             if (!server) {
@@ -161,28 +237,35 @@ class Realm {
               scope: 'openid profile email',
               audience: server.audience,
               accessTokenFormat: 'jwt',
-              accessTokenTTL: USERS[client.clientId]?.ttl ?? DEFAULT_TTL_SECONDS,
+              accessTokenTTL:
+                PUBLIC_CLIENTS[client.clientId]?.accessTokenTTL
+                ?? USERS[client.clientId]?.ttl
+                ?? DEFAULT_TTL_SECONDS,
               jwt: { sign: { alg: server.alg } },
             };
           },
         },
       },
       extraTokenClaims: async (_ctx, token) => {
-        const user = USERS[token.clientId];
-        if (!user) return undefined;
+        const user = userOf(token);
+        if (!user) return token.accountId ? { typ: 'Bearer', azp: token.clientId } : undefined;
         const { sub: _sub, ...claims } = user.claims;
-        return { typ: 'Bearer', ...claims };
+        // A user's own sign-in names the client that asked, as Keycloak's `azp` does.
+        return token.accountId
+          ? { typ: 'Bearer', ...claims, azp: token.clientId }
+          : { typ: 'Bearer', ...claims };
       },
       formats: {
         customizers: {
           // `sub` of a client_credentials token is the client id; Keycloak's is a user id.
           jwt: async (_ctx, token, jwt) => {
-            const sub = USERS[token.clientId]?.claims.sub;
+            const sub = userOf(token)?.claims.sub;
             if (sub) jwt.payload.sub = sub;
           },
         },
       },
     });
+    this.provider.use(pollLikeKeycloak);
     this.handler = this.provider.callback();
   }
 

@@ -99,6 +99,10 @@ class OidcProvider:
         count: int = self._admin("GET", f"/realms/{realm}/stats")["jwks"]
         return count
 
+    def token_requests(self, realm: str = "cove") -> int:
+        count: int = self._admin("GET", f"/realms/{realm}/stats")["token"]
+        return count
+
     def stop(self) -> None:
         if hasattr(self, "http"):
             self.http.close()

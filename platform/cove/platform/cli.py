@@ -14,6 +14,7 @@ import orjson
 import typer
 
 from cove.platform.core.settings import CoveSettings
+from cove.platform.login import cli as login_cli
 
 app = typer.Typer(help="Cove: an on-prem AI coding platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -358,6 +359,7 @@ def _mount_benchmarks() -> None:
     bench.command("gateway", help="Gateway overhead vs direct and LiteLLM.")(gateway_bench.gateway)
 
 
+login_cli.register(app)
 _mount_optional()
 _mount_benchmarks()
 
