@@ -17,6 +17,7 @@ import pytest
 from cove.gateway import repository as gateway_repository
 from cove.gateway.events import UsageEvent
 from cove.platform.analytics import service, tasks
+from cove.platform.core import migrate
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.settings import CoveSettings
 from cove.platform.local.procs import spawn, stop_process_group
@@ -225,6 +226,180 @@ async def test_hand_computed_metrics_for_one_hour(
     assert b_report["totals"]["accepted"] == 1
 
 
+def per_user_fixture(a: uuid.UUID) -> list[UsageEvent]:
+    """Hour 14 of DAY in BU A: one user across languages, IDEs, features and two model
+    versions (several rows of the per-segment rollup), one more user, and one only proposing."""
+    return [
+        ev(a, "completion.served", at(14), "p10", lines=3, chars=60, ttft_ms=40, total_ms=90),
+        ev(a, "completion.shown", at(14, 0, 1), "p10", lines=3, chars=60),
+        ev(a, "completion.accepted", at(14, 0, 2), "p10", kind="full", lines=3, chars=60),
+        ev(a, "completion.shown", at(14, 1), "p11", language="go", lines=2, chars=30),
+        ev(a, "completion.rejected", at(14, 1, 1), "p11", language="go"),
+        ev(a, "completion.shown", at(14, 2), "p12", ide="jetbrains/2024.2", lines=4, chars=80),
+        ev(
+            a,
+            "completion.accepted",
+            at(14, 2, 1),
+            "p12",
+            ide="jetbrains/2024.2",
+            kind="line",
+            lines=1,
+            chars=20,
+        ),
+        ev(a, "completion.shown", at(14, 3), "p13", model_version="ft-1", lines=5, chars=90),
+        ev(a, "completion.accepted", at(14, 3, 1), "p13", model_version="ft-1", kind="full"),
+        ev(a, "edit.applied", at(14, 10), feature="chat", lines_added=6, lines_deleted=1),
+        ev(a, "edit.applied", at(14, 11), feature="agent", language="go", lines_added=4),
+        ev(a, "edit.discarded", at(14, 12), feature="chat", lines_added=2),
+        ev(
+            a,
+            "completion.served",
+            at(14, 20),
+            "p14",
+            user="u2",
+            model_version="ft-1",
+            language="go",
+            lines=2,
+            chars=20,
+            ttft_ms=300,
+            total_ms=800,
+        ),
+        ev(
+            a,
+            "completion.shown",
+            at(14, 20, 1),
+            "p14",
+            user="u2",
+            model_version="ft-1",
+            language="go",
+            lines=2,
+            chars=20,
+        ),
+        ev(a, "edit.proposed", at(14, 30), user="u3", feature="chat", lines_added=9),
+    ]
+
+
+ADDITIVE = (
+    "served",
+    "shown",
+    "accepted",
+    "accepted_full",
+    "accepted_line",
+    "accepted_word",
+    "rejected",
+    "lines_shown",
+    "lines_accepted",
+    "chars_accepted",
+    "edits_proposed",
+    "edits_applied",
+    "edits_discarded",
+)
+
+
+async def test_per_user_reads_equal_what_the_raw_events_imply(
+    api: Any, db: Database, sync_db: SyncDatabase, world: dict[str, Any], settings: CoveSettings
+) -> None:
+    a = world["a"]["bu"].id
+    key = world["a"]["admin_key"]
+    await write(db, per_user_fixture(a))
+    roll(sync_db)
+    async with db.platform() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT day, user_id, model_version, shown FROM analytics_daily_users"
+                " WHERE tenant_id = %s ORDER BY 2, 3",
+                (a,),
+            )
+        ).fetchall()
+    # One row per day, user and model version, whatever the languages, IDEs and features.
+    assert [tuple(r) for r in rows] == [
+        (DAY, "u1", "base", 3),
+        (DAY, "u1", "ft-1", 1),
+        (DAY, "u2", "ft-1", 1),
+        (DAY, "u3", "base", 0),
+    ]
+
+    by_user = await metrics(api, key, a, group_by="user")
+    users = {g["key"]: g["metrics"] for g in by_user["groups"]}
+    u1, u2, u3 = users["u1"], users["u2"], users["u3"]
+    assert {k: u1[k] for k in ADDITIVE} == {
+        "served": 1,
+        "shown": 4,
+        "accepted": 3,
+        "accepted_full": 2,
+        "accepted_line": 1,
+        "accepted_word": 0,
+        "rejected": 1,
+        "lines_shown": 3 + 2 + 4 + 5,
+        "lines_accepted": 3 + 1 + 5,
+        "chars_accepted": 60 + 20 + 90,
+        "edits_proposed": 0,
+        "edits_applied": 2,
+        "edits_discarded": 1,
+    }
+    assert u1["lines_applied"] == {
+        "total": 9 + 6 + 4,
+        "completion": 9,
+        "chat": 6,
+        "edit": 0,
+        "agent": 4,
+        "other": 0,
+    }
+    assert (u1["active_users"], u1["engaged_users"]) == (1, 1)
+    assert (u2["shown"], u2["served"], u2["active_users"], u2["engaged_users"]) == (1, 1, 1, 0)
+    assert u2["latency_ttft_ms"]["mean"] == pytest.approx(300.0)
+    assert (u3["edits_proposed"], u3["active_users"], u3["engaged_users"]) == (1, 0, 0)
+    assert (by_user["totals"]["active_users"], by_user["totals"]["engaged_users"]) == (2, 1)
+
+    # The same numbers through the per-segment rows: by user, one language at a time.
+    per_language = [
+        {
+            g["key"]: g["metrics"]
+            for g in (await metrics(api, key, a, group_by="user", language=lang))["groups"]
+        }
+        for lang in ("python", "go")
+    ]
+    for user, values in users.items():
+        parts = [p[user] for p in per_language if user in p]
+        assert {k: sum(p[k] for p in parts) for k in ADDITIVE} == {k: values[k] for k in ADDITIVE}
+        assert sum(p["lines_applied"]["total"] for p in parts) == values["lines_applied"]["total"]
+    # ... and the BU-wide segment rows agree with the per-user sums.
+    totals = (await metrics(api, key, a))["totals"]
+    assert {k: totals[k] for k in ADDITIVE} == {
+        k: sum(u[k] for u in users.values()) for k in ADDITIVE
+    }
+
+    one_user = await metrics(api, key, a, user="u1", group_by="day")
+    assert [(g["key"], g["metrics"]["shown"]) for g in one_user["groups"]] == [(DAY.isoformat(), 4)]
+    resp = await api.get(
+        f"/api/v1/bus/{a}/metrics/compare",
+        params={
+            "a": "base",
+            "b": "ft-1",
+            "user": "u1",
+            "min_shown": "1",
+            "from": DAY.isoformat(),
+            "to": NEXT.isoformat(),
+        },
+        headers=bearer(key),
+    )
+    assert resp.status_code == 200, resp.text
+    sides = resp.json()
+    assert (sides["a"]["shown"], sides["a"]["accepted"]) == (3, 2)
+    assert (sides["b"]["shown"], sides["b"]["accepted"], sides["b"]["lines_accepted"]) == (1, 1, 5)
+    by_version = await metrics(api, key, a, user="u1", group_by="model_version")
+    assert {g["key"]: g["metrics"]["active_users"] for g in by_version["groups"]} == {
+        "base": 1,
+        "ft-1": 1,
+    }
+
+    # Migration 0011 backfills the per-user rows from what was already rolled up.
+    migrate.downgrade(settings.database_url, "0010")
+    migrate.upgrade(settings.database_url)
+    again = await metrics(api, key, a, group_by="user")
+    assert again["groups"] == by_user["groups"]
+
+
 async def test_rollup_is_idempotent_and_late_events_are_rerolled(
     api: Any, db: Database, sync_db: SyncDatabase, world: dict[str, Any]
 ) -> None:
@@ -329,6 +504,13 @@ async def test_retention_purges_old_events_and_rollups_of_that_bu_only(
     assert (a, old) not in daily
     assert (b, old) in daily
     assert (a, DAY) in daily
+    async with db.platform() as conn:
+        per_user = await (
+            await conn.execute("SELECT tenant_id, day FROM analytics_daily_users ORDER BY day, 1")
+        ).fetchall()
+    assert (a, old) not in per_user
+    assert (b, old) in per_user
+    assert (a, DAY) in per_user
 
 
 async def test_compare_model_versions_with_confidence_intervals(
@@ -469,15 +651,30 @@ async def test_group_filter_resolves_members_or_says_it_cannot(
 ) -> None:
     a = world["a"]["bu"].id
     events, _ = completion_fixture(a)
+    # The BU's developer (a member of its Keycloak group /cove/bu-a/developers) shows two.
+    dev = str(world["a"]["dev_user"])
+    events += [
+        ev(a, "completion.shown", at(11), "g1", user=dev, lines=3),
+        ev(a, "completion.shown", at(11, 1), "g2", user=dev, lines=1),
+        ev(a, "completion.accepted", at(11, 1, 2), "g2", user=dev, kind="full", lines=1),
+    ]
     await write(db, events)
     roll(sync_db)
-    resp = await api.get(
-        f"/api/v1/bus/{a}/metrics",
-        params={"group": "/cove/bu-a/developers"},
-        headers=bearer(world["a"]["admin_key"]),
-    )
-    assert resp.status_code == 422
-    assert resp.json()["error"]["code"] == "unknown_group"
+    key = world["a"]["admin_key"]
+    for group in ("/cove/bu-a/developers", "developers"):
+        report = await metrics(api, key, a, group=group, group_by="user")
+        assert (report["totals"]["shown"], report["totals"]["accepted"]) == (2, 1), group
+        assert [g["key"] for g in report["groups"]] == [dev]
+    nobody = await metrics(api, key, a, group="/cove/bu-a/viewers")
+    assert (nobody["totals"]["shown"], nobody["totals"]["active_users"]) == (0, 0)
+    # A team Cove does not know, and another BU's group: said so, never an empty chart.
+    for group in ("/cove/bu-a/team-x", "/cove/bu-b/developers"):
+        resp = await api.get(
+            f"/api/v1/bus/{a}/metrics", params={"group": group}, headers=bearer(key)
+        )
+        assert resp.status_code == 422
+        assert resp.json()["error"]["code"] == "unknown_group"
+        assert resp.json()["error"]["param"] == "group"
     from cove.tenants.principal import Principal, Role, Scope
 
     admin = Principal(

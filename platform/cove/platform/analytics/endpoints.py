@@ -15,10 +15,11 @@ from cove.tenants.http import AdminReader, Db
 router = APIRouter(prefix="/api/v1/bus/{bu_id}", tags=["analytics"])
 
 
-def get_group_directory(request: Request) -> service.GroupDirectory:
-    """The composition root may put a `group_directory` on `app.state`; none knows no group."""
+def get_group_directory(request: Request, db: Db) -> service.GroupDirectory:
+    """The composition root may put a `group_directory` on `app.state`; by default the BU's
+    role groups resolve from its memberships."""
     directory: service.GroupDirectory | None = getattr(request.app.state, "group_directory", None)
-    return directory or service.NoGroupDirectory()
+    return directory or service.MembershipGroupDirectory(db)
 
 
 Groups = Annotated[service.GroupDirectory, Depends(get_group_directory)]

@@ -88,11 +88,17 @@ COUNTERS: tuple[str, ...] = (
 HISTOGRAMS: tuple[str, ...] = ("ttft_hist", "total_hist")
 DIMENSIONS: tuple[str, ...] = ("user_id", "model_version", "language", "ide", "feature")
 SEGMENT_DIMENSIONS: tuple[str, ...] = ("model_version", "language", "ide", "feature")
+USER_DIMENSIONS: tuple[str, ...] = ("user_id", "model_version")
+# Lines added by applied edits per feature: the only per-feature numbers the per-user rows keep.
+EDIT_SOURCES: tuple[str, ...] = ("chat", "edit", "agent")
+BY_SOURCE: tuple[str, ...] = tuple(f"applied_{source}_lines" for source in EDIT_SOURCES)
 
 HOURLY = "analytics_hourly"
 DAILY = "analytics_daily"
 SEGMENTS = "analytics_daily_segments"
-TABLES: tuple[str, ...] = (HOURLY, DAILY, SEGMENTS)
+USERS = "analytics_daily_users"
+TABLES: tuple[str, ...] = (HOURLY, DAILY, SEGMENTS, USERS)
+DAY_TABLES: tuple[str, ...] = (DAILY, SEGMENTS, USERS)
 
 
 def _ids(names: Sequence[str]) -> sql.Composed:
@@ -125,6 +131,18 @@ def _histogram_sum(column: str, cast: str = "integer") -> sql.Composed:
 def _sums(names: Sequence[str]) -> sql.Composed:
     return sql.SQL(", ").join(
         sql.SQL("coalesce(sum({0}), 0)::bigint AS {0}").format(sql.Identifier(n)) for n in names
+    )
+
+
+def _by_source(table: str) -> sql.Composed:
+    """Lines added by applied edits per source: stored per user row, else summed per feature."""
+    if table == USERS:
+        return _sums(BY_SOURCE)
+    return sql.SQL(", ").join(
+        sql.SQL(
+            "coalesce(sum(edit_lines_added) FILTER (WHERE feature = {}), 0)::bigint AS {}"
+        ).format(sql.Literal(source), sql.Identifier(name))
+        for source, name in zip(EDIT_SOURCES, BY_SOURCE, strict=True)
     )
 
 
@@ -314,6 +332,7 @@ def _day_rollup(target: str, source: str, source_time: str, dims: Sequence[str])
         if source_time == "hour"
         else sql.Identifier(source_time)
     )
+    by_source = target == USERS
     return sql.SQL(
         "INSERT INTO {target} (tenant_id, day, {dims}, {counters}, {hists})"
         " SELECT tenant_id, {day}, {dims}, {sums}, {ttft}, {total} FROM {source}"
@@ -325,17 +344,20 @@ def _day_rollup(target: str, source: str, source_time: str, dims: Sequence[str])
         time=sql.Identifier(source_time),
         day=day,
         dims=_ids(dims),
-        counters=_ids(COUNTERS),
+        counters=_ids((*COUNTERS, *BY_SOURCE) if by_source else COUNTERS),
         hists=_ids(HISTOGRAMS),
-        sums=_sums(COUNTERS),
+        sums=sql.SQL(", ").join([_sums(COUNTERS), _by_source(source)])
+        if by_source
+        else _sums(COUNTERS),
         ttft=_histogram_sum("ttft_hist"),
         total=_histogram_sum("total_hist"),
     )
 
 
 def roll_days(conn: psycopg.Connection[Any], tenant_id: UUID, first: date, last: date) -> int:
-    """Recompute the daily and segment rows of UTC days [first, last] from the hourly rows."""
-    for table in (DAILY, SEGMENTS):
+    """Recompute the daily, segment and per-user rows of UTC days [first, last] from the hourly
+    rows."""
+    for table in DAY_TABLES:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND day >= %s AND day <= %s").format(
                 sql.Identifier(table)
@@ -348,10 +370,11 @@ def roll_days(conn: psycopg.Connection[Any], tenant_id: UUID, first: date, last:
         _day_rollup(DAILY, HOURLY, "hour", DIMENSIONS), {"tenant": tenant_id, "lo": lo, "hi": hi}
     )
     rows = cur.rowcount
-    conn.execute(
-        _day_rollup(SEGMENTS, DAILY, "day", SEGMENT_DIMENSIONS),
-        {"tenant": tenant_id, "lo": first, "hi": last + timedelta(days=1)},
-    )
+    for target, dims in ((SEGMENTS, SEGMENT_DIMENSIONS), (USERS, USER_DIMENSIONS)):
+        conn.execute(
+            _day_rollup(target, DAILY, "day", dims),
+            {"tenant": tenant_id, "lo": first, "hi": last + timedelta(days=1)},
+        )
     return rows
 
 
@@ -427,7 +450,7 @@ def purge_tenant(conn: psycopg.Connection[Any], tenant_id: UUID, before: datetim
     conn.execute(
         "DELETE FROM analytics_hourly WHERE tenant_id = %s AND hour < %s", (tenant_id, before)
     )
-    for table in (DAILY, SEGMENTS):
+    for table in DAY_TABLES:
         conn.execute(
             sql.SQL(
                 "DELETE FROM {} WHERE tenant_id = %s AND day < (%s AT TIME ZONE 'UTC')::date"
@@ -467,6 +490,11 @@ class Filters:
     @property
     def needs_users(self) -> bool:
         return self.users is not None
+
+    @property
+    def has_segment_filter(self) -> bool:
+        """A filter on a dimension the per-user rows do not keep (language, IDE, feature)."""
+        return self.language is not None or self.ide is not None or self.feature is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +575,13 @@ def _where(filters: Filters) -> tuple[sql.Composable, dict[str, Any]]:
     return sql.SQL(" AND ").join(parts), params
 
 
+def _per_user_table(filters: Filters, group_by: str | None) -> str:
+    """The narrowest rollup that keeps users apart and every dimension the query touches."""
+    if filters.has_segment_filter or group_by in ("language", "ide", "feature"):
+        return DAILY
+    return USERS
+
+
 def _key(group_by: str | None) -> sql.Composable:
     if group_by is None:
         return sql.SQL("NULL::text")
@@ -558,7 +593,7 @@ async def counters(
 ) -> list[CounterRow]:
     """Summed counters per group (`group_by` is a column name, checked by the service)."""
     per_user = filters.needs_users or group_by == "user_id"
-    table = DAILY if per_user else SEGMENTS
+    table = _per_user_table(filters, group_by) if per_user else SEGMENTS
     where, params = _where(filters)
     key = _key(group_by)
     query = sql.SQL(
@@ -569,12 +604,7 @@ async def counters(
         sums=_sums(COUNTERS),
         ttft=_histogram_sum("ttft_hist", "bigint"),
         total=_histogram_sum("total_hist", "bigint"),
-        by_source=sql.SQL(", ").join(
-            sql.SQL(
-                "coalesce(sum(edit_lines_added) FILTER (WHERE feature = {}), 0)::bigint AS {}"
-            ).format(sql.Literal(source), sql.Identifier(f"applied_{source}_lines"))
-            for source in ("chat", "edit", "agent")
-        ),
+        by_source=_by_source(table),
         table=sql.Identifier(table),
         where=where,
     )
@@ -593,13 +623,17 @@ async def user_counts(
         "WITH per_user AS MATERIALIZED ("
         "  SELECT {key} AS key, user_id, bool_or(served > 0 OR shown > 0) AS active,"
         "   bool_or(accepted > 0 OR edits_applied > 0) AS engaged"
-        "  FROM analytics_daily WHERE {where} AND user_id <> '' GROUP BY 1, 2)"
+        "  FROM {table} WHERE {where} AND user_id <> '' GROUP BY 1, 2)"
         " SELECT false AS total, key, count(*) FILTER (WHERE active)::int AS active_users,"
         "  count(*) FILTER (WHERE engaged)::int AS engaged_users FROM per_user GROUP BY key"
         " UNION ALL"
         " SELECT true, NULL, count(DISTINCT user_id) FILTER (WHERE active)::int,"
         "  count(DISTINCT user_id) FILTER (WHERE engaged)::int FROM per_user"
-    ).format(key=_key(group_by), where=where)
+    ).format(
+        key=_key(group_by),
+        table=sql.Identifier(_per_user_table(filters, group_by)),
+        where=where,
+    )
     cur = await conn.execute(query, {"tenant": tenant_id, **params})
     grouped: list[UserCountRow] = []
     total = UserCountRow(key=None, active_users=0, engaged_users=0)
@@ -646,6 +680,25 @@ async def adapters(conn: psycopg.AsyncConnection[Any]) -> dict[str, date]:
     """The BU's fine-tuned model versions (visible adapters) and the day each was registered."""
     cur = await conn.execute("SELECT name, created_at FROM models WHERE kind = 'adapter'")
     return {name: created.date() for name, created in await cur.fetchall()}
+
+
+async def bu_slug(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> str | None:
+    cur = await conn.execute("SELECT slug FROM tenants WHERE id = %s", (tenant_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def role_members(
+    conn: psycopg.AsyncConnection[Any], tenant_id: UUID, role: str
+) -> tuple[str, ...]:
+    """The user ids events record for the BU's members in `role`: the platform's user id and,
+    for a caller the platform knows only by token, the OIDC subject."""
+    cur = await conn.execute(
+        "SELECT u.id::text, u.subject FROM memberships m JOIN users u ON u.id = m.user_id"
+        " WHERE m.tenant_id = %s AND m.role = %s ORDER BY 1",
+        (tenant_id, role),
+    )
+    return tuple(value for row in await cur.fetchall() for value in row)
 
 
 async def bu_exists(conn: psycopg.AsyncConnection[Any], tenant_id: UUID) -> bool:

@@ -42,6 +42,7 @@ from cove.platform.analytics.schemas import (
 )
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.errors import NotFound, ValidationFailed
+from cove.tenants.identity.claims import GROUP_ROOT, ROLE_BY_GROUP
 from cove.tenants.principal import Principal, require_bu_visible
 
 DEFAULT_DAYS = 28
@@ -107,6 +108,27 @@ class NoGroupDirectory:
 
     async def members(self, tenant_id: UUID, group: str) -> tuple[str, ...] | None:
         return None
+
+
+class MembershipGroupDirectory:
+    """The BU's role groups as Keycloak names them (`/cove/<slug>/admins`, `developers`,
+    `viewers`, or just the last part), resolved from the memberships Cove records. Other
+    groups (teams Keycloak knows and Cove does not) are not known."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def members(self, tenant_id: UUID, group: str) -> tuple[str, ...] | None:
+        async with self._db.tenant(tenant_id) as conn:
+            slug = await repository.bu_slug(conn, tenant_id)
+            if slug is None:
+                return None
+            prefix = f"/{GROUP_ROOT}/{slug}/"
+            name = group.removeprefix(prefix) if group.startswith(prefix) else group
+            role = ROLE_BY_GROUP.get(name)
+            if role is None:
+                return None
+            return await repository.role_members(conn, tenant_id, role.value)
 
 
 @dataclass(frozen=True)
