@@ -16,9 +16,6 @@ from tests.factories import bearer
 CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/bus/{bu_id}", None),
     ("PATCH", "/api/v1/bus/{bu_id}", {"name": "taken over"}),
-    ("GET", "/api/v1/bus/{bu_id}/export", None),
-    ("POST", "/api/v1/bus/{bu_id}/deletion", {"grace_days": 0}),
-    ("POST", "/api/v1/bus/{bu_id}/restore", None),
     ("GET", "/api/v1/bus/{bu_id}/api-keys", None),
     ("POST", "/api/v1/bus/{bu_id}/api-keys", {"name": "intruder"}),
     ("DELETE", "/api/v1/bus/{bu_id}/api-keys/{key_id}", None),
@@ -34,6 +31,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/bus/{bu_id}/policy/dry-run", {"text": "hello"}),
     ("GET", "/api/v1/bus/{bu_id}/audit", None),
     ("GET", "/api/v1/bus/{bu_id}/audit.csv", None),
+    ("GET", "/api/v1/bus/{bu_id}/prompt-logs", None),
     ("PATCH", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", {"generation": 1, "replicas": 2}),
     ("DELETE", "/api/v1/bus/{bu_id}/deployments/{deployment_id}", None),
     ("POST", "/api/v1/bus/{bu_id}/deployments/{deployment_id}/adapters", {"model": "cove-tiny"}),

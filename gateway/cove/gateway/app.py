@@ -29,13 +29,10 @@ from cove.gateway.audit import DecisionLog
 from cove.gateway.breaker import CircuitBreakers
 from cove.gateway.caches import CacheRefresher, KeyCache, PolicyCache, Route, RouteCache
 from cove.gateway.enforce import (
-    check_path,
-    check_rates,
-    check_size,
-    clamp_max_tokens,
+    Admitted,
     drop_secret_suggestions,
+    enforce_request,
     record_dropped,
-    scan_text,
 )
 from cove.gateway.errors import (
     ContentExcluded,
@@ -55,6 +52,7 @@ from cove.gateway.guard import SuggestionGuard
 from cove.gateway.limits import RateLimiter
 from cove.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from cove.gateway.policies import GatewayPolicy
+from cove.gateway.promptlog import PromptLogEntry, PromptLogSink
 from cove.gateway.proxy import Upstream, UpstreamReply, relay
 from cove.gateway.served import Offer, SseTap, offer_from_body
 from cove.gateway.settings import GatewaySettings
@@ -200,6 +198,8 @@ def create_app(
             flush_interval=settings.event_flush_seconds,
         )
         await sink.start()
+        prompt_logs = PromptLogSink(db)
+        await prompt_logs.start()
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.upstream_pool_size, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout),
@@ -213,6 +213,7 @@ def create_app(
             settings.redis_url, fail_closed=settings.rate_limit_fail_closed
         )
         app.state.events = sink
+        app.state.prompt_logs = prompt_logs
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
         app.state.breakers = CircuitBreakers()
         verifier: TokenVerifier | None = None
@@ -231,6 +232,7 @@ def create_app(
                 await verifier.close()
             # Drain last: every completion served before shutdown must be recorded.
             await sink.stop()
+            await prompt_logs.stop()
             await decisions.stop()
             await db.close()
 
@@ -307,6 +309,34 @@ def create_app(
         cache: PolicyCache = request.app.state.policies
         return cache.for_tenant(principal.tenant_id)
 
+    async def admit(
+        request: Request,
+        principal: Principal,
+        policy: GatewayPolicy,
+        *,
+        texts: list[tuple[str, str]],
+        path: str | None,
+        model: Any,
+        body: dict[str, Any] | None,
+        feature: str,
+        max_tokens: int | None = None,
+        language: str | None = None,
+    ) -> Admitted:
+        task = "chat" if feature == "chat" else "completion"
+        return await enforce_request(
+            policy,
+            principal,
+            texts=texts,
+            path=path,
+            resolve=lambda: resolve(request, principal, model, policy, task),
+            body=body,
+            max_tokens=max_tokens,
+            limiter=request.app.state.limiter,
+            decisions=request.app.state.decisions,
+            feature=feature,
+            language=language,
+        )
+
     def resolve(
         request: Request,
         principal: Principal,
@@ -361,8 +391,10 @@ def create_app(
         language: str | None = None,
         *,
         tabby_client: bool = False,
+        log: PromptLogEntry | None = None,
     ) -> Callable[[Offer], None]:
         sink: EventSink = request.app.state.events
+        prompt_logs: PromptLogSink = request.app.state.prompt_logs
         ide = _ide(request, tabby_client=tabby_client)
 
         def record(offer: Offer) -> None:
@@ -400,6 +432,8 @@ def create_app(
                     data=data,
                 )
             )
+            if log is not None:
+                prompt_logs.emit(log, offer)
 
         return record
 
@@ -411,6 +445,7 @@ def create_app(
         body: dict[str, Any],
         record: Callable[[Offer], None],
         started: float,
+        log: PromptLogEntry | None = None,
     ) -> Response:
         upstream: Upstream = request.app.state.upstream
         breakers: CircuitBreakers = request.app.state.breakers
@@ -440,8 +475,11 @@ def create_app(
             if error is not None:
                 return _reply(error, route)
             assert resp is not None
+            fired = log.rules if log is not None else None
             guard = SuggestionGuard(
-                lambda _, found: record_dropped(principal, decisions, found, streamed=True)
+                lambda _, found: record_dropped(
+                    principal, decisions, found, streamed=True, fired=fired
+                )
             )
             return StreamingResponse(
                 relay(resp, SseTap(started, record), guard),
@@ -451,7 +489,8 @@ def create_app(
         if reply.status == 200:
             filtered, dropped = drop_secret_suggestions(reply.body)
             if dropped:
-                record_dropped(principal, decisions, dropped, streamed=False)
+                fired = log.rules if log is not None else None
+                record_dropped(principal, decisions, dropped, streamed=False, fired=fired)
                 reply = UpstreamReply(reply.status, filtered, reply.content_type)
             offer = offer_from_body(reply.body)
             offer.first_byte_at = time.perf_counter()
@@ -498,53 +537,55 @@ def create_app(
         if suffix is not None:
             _require(suffix, str, "suffix")
         policy = policy_for(request, principal)
-        decisions: DecisionLog = request.app.state.decisions
-        check_path(policy, principal, request.headers.get(FILE_PATH_HEADER), decisions)
-        chars = len(prompt) + len(suffix or "")
-        check_size(policy, principal, chars, decisions)
-        route = resolve(request, principal, body.get("model"), policy, "completion")
-        clamp_max_tokens(policy, body)
-        await check_rates(
-            policy,
+        texts = [("prompt", prompt)] if suffix is None else [("prompt", prompt), ("suffix", suffix)]
+        admitted = await admit(
+            request,
             principal,
-            request.app.state.limiter,
-            chars,
-            body.get("max_tokens"),
-            decisions,
+            policy,
+            texts=texts,
+            path=request.headers.get(FILE_PATH_HEADER),
+            model=body.get("model"),
+            body=body,
+            feature="completion",
         )
-        prompt = scan_text(policy, principal, prompt, "prompt", decisions)
+        route = admitted.route
         if suffix is not None:
-            suffix = scan_text(policy, principal, suffix, "suffix", decisions)
+            prompt, suffix = admitted.texts
             body["prompt"] = fim_prompt(route, prompt, suffix)
         else:
-            body["prompt"] = prompt
-        record = served_recorder(request, principal, route, "completion", started)
-        return await forward(request, principal, route, "/v1/completions", body, record, started)
+            prompt = body["prompt"] = admitted.texts[0]
+        if admitted.log is not None:
+            admitted.log.keep_text(prompt, suffix)
+        record = served_recorder(request, principal, route, "completion", started, log=admitted.log)
+        return await forward(
+            request, principal, route, "/v1/completions", body, record, started, admitted.log
+        )
 
     async def tabby_completion(
         request: Request, principal: Principal, body: dict[str, Any], started: float
     ) -> Response:
         prefix, suffix, filepath, language = tabby.tabby_segments(body)
         policy = policy_for(request, principal)
-        decisions: DecisionLog = request.app.state.decisions
         try:
-            check_path(policy, principal, filepath, decisions)
+            admitted = await admit(
+                request,
+                principal,
+                policy,
+                texts=[("prefix", prefix), ("suffix", suffix)],
+                path=filepath,
+                model=None,
+                body=None,
+                max_tokens=tabby.DEFAULT_MAX_TOKENS,
+                feature="completion",
+                language=language,
+            )
         except ContentExcluded:
             # Tabby's plugins show nothing for an empty answer, which is what exclusion means.
             return JSONResponse(tabby.tabby_response(None, ""))
-        chars = len(prefix) + len(suffix)
-        check_size(policy, principal, chars, decisions)
-        route = resolve(request, principal, None, policy, "completion")
-        await check_rates(
-            policy,
-            principal,
-            request.app.state.limiter,
-            chars,
-            tabby.DEFAULT_MAX_TOKENS,
-            decisions,
-        )
-        prefix = scan_text(policy, principal, prefix, "prefix", decisions)
-        suffix = scan_text(policy, principal, suffix, "suffix", decisions)
+        route = admitted.route
+        prefix, suffix = admitted.texts
+        if admitted.log is not None:
+            admitted.log.keep_text(prefix, suffix)
         upstream_body = tabby.upstream_request(
             fim_prompt(route, prefix, suffix), body, route.served_model_name
         )
@@ -554,11 +595,20 @@ def create_app(
             return _reply(reply, route)
         filtered, dropped = drop_secret_suggestions(reply.body)
         if dropped:
-            record_dropped(principal, decisions, dropped, streamed=False)
+            fired = admitted.log.rules if admitted.log is not None else None
+            decisions: DecisionLog = request.app.state.decisions
+            record_dropped(principal, decisions, dropped, streamed=False, fired=fired)
         offer = offer_from_body(filtered)
         offer.first_byte_at = time.perf_counter()
         served_recorder(
-            request, principal, route, "completion", started, language, tabby_client=True
+            request,
+            principal,
+            route,
+            "completion",
+            started,
+            language,
+            tabby_client=True,
+            log=admitted.log,
         )(offer)
         return JSONResponse(
             tabby.tabby_response(offer.completion_id, offer.text()),
@@ -579,30 +629,29 @@ def create_app(
         if not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("'messages' must be a non-empty list of objects", param="messages")
         policy = policy_for(request, principal)
-        decisions: DecisionLog = request.app.state.decisions
-        check_path(policy, principal, request.headers.get(FILE_PATH_HEADER), decisions)
-        chars = sum(len(t) for _, _, t in _message_texts(messages))
-        check_size(policy, principal, chars, decisions)
-        route = resolve(request, principal, body.get("model"), policy, "chat")
-        clamp_max_tokens(policy, body)
-        await check_rates(
-            policy,
+        found = _message_texts(messages)
+        admitted = await admit(
+            request,
             principal,
-            request.app.state.limiter,
-            chars,
-            body.get("max_tokens"),
-            decisions,
+            policy,
+            texts=[("messages", text) for _, _, text in found],
+            path=request.headers.get(FILE_PATH_HEADER),
+            model=body.get("model"),
+            body=body,
+            feature="chat",
         )
-        for message, part, text in _message_texts(messages):
-            cleaned = scan_text(policy, principal, text, "messages", decisions)
+        for (message, part, text), cleaned in zip(found, admitted.texts, strict=True):
             if cleaned is not text:
                 if part is None:
                     message["content"] = cleaned
                 else:
                     part["text"] = cleaned
-        record = served_recorder(request, principal, route, "chat", started)
+        if admitted.log is not None:
+            admitted.log.keep_text(orjson.dumps(messages).decode(), None)
+        route = admitted.route
+        record = served_recorder(request, principal, route, "chat", started, log=admitted.log)
         return await forward(
-            request, principal, route, "/v1/chat/completions", body, record, started
+            request, principal, route, "/v1/chat/completions", body, record, started, admitted.log
         )
 
     @app.post("/v1/events", tags=["events"], openapi_extra=openapi.EVENTS)

@@ -1,19 +1,25 @@
 """The policy checks a request passes before it reaches a model, in order of cost:
-content exclusion, prompt size, rate limits, then the secret scan (which may rewrite text)."""
+content exclusion, prompt size, routing and model access, the `max_tokens` cap, rate limits,
+then the secret scan (which may rewrite text). `enforce_request` runs them all, the same way
+for every endpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from cove.gateway.audit import DecisionLog
+from cove.gateway.caches import Route
 from cove.gateway.errors import ContentExcluded, PromptTooLarge, SecretBlocked
 from cove.gateway.guard import FILTERED
 from cove.gateway.limits import RateLimiter, estimated_tokens
 from cove.gateway.policies import GatewayPolicy
 from cove.gateway.policy.engine import Action, apply_policy, contains_secret
 from cove.gateway.policy.secrets import SecretMatch, scan_secrets
+from cove.gateway.promptlog import PromptLogEntry, start_entry
 from cove.platform.core.errors import RateLimited
 from cove.tenants.principal import Principal
 
@@ -98,13 +104,17 @@ def scan_text(
     text: str,
     field: str,
     decisions: DecisionLog,
+    fired: list[dict[str, str]] | None = None,
 ) -> str:
-    """Return the text to forward, or raise when a finding's action is `block`."""
+    """Return the text to forward, or raise when a finding's action is `block`. The rules that
+    fired are added to `fired` (the request's prompt log, when the BU keeps one)."""
     result = apply_policy(policy.content, text)
     if not result.findings:
         return text
     assert principal.tenant_id is not None
     found = [{"type": f.type, "rule": f.rule, "action": str(f.action)} for f in result.findings]
+    if fired is not None:
+        fired.extend(found)
     if result.blocked:
         blocking = next(f for f in result.findings if f.action == Action.BLOCK)
         decisions.record(
@@ -164,17 +174,75 @@ def drop_secret_suggestions(raw: bytes) -> tuple[bytes, list[SecretMatch]]:
 
 
 def record_dropped(
-    principal: Principal, decisions: DecisionLog, found: list[SecretMatch], *, streamed: bool
+    principal: Principal,
+    decisions: DecisionLog,
+    found: list[SecretMatch],
+    *,
+    streamed: bool,
+    fired: list[dict[str, str]] | None = None,
 ) -> None:
     """Audit a suggestion dropped for holding a credential: the rule and type, not the text."""
     assert principal.tenant_id is not None
+    findings = [{"type": m.type, "rule": m.rule, "action": "drop"} for m in found]
+    if fired is not None:
+        fired.extend(findings)
     decisions.record(
         tenant_id=principal.tenant_id,
         actor=_actor(principal),
         action="policy.drop",
         target="completion",
-        details={
-            "findings": [{"type": m.type, "rule": m.rule, "action": "drop"} for m in found],
-            "streamed": streamed,
-        },
+        details={"findings": findings, "streamed": streamed},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request that passed the policy: where it goes, the texts to forward (in the order
+    given, redacted where the policy says so) and its prompt log entry, if the BU keeps one."""
+
+    route: Route
+    texts: list[str]
+    log: PromptLogEntry | None
+
+
+async def enforce_request(
+    policy: GatewayPolicy,
+    principal: Principal,
+    *,
+    texts: Sequence[tuple[str, str]],
+    path: str | None,
+    resolve: Callable[[], Route],
+    body: dict[str, Any] | None,
+    max_tokens: int | None,
+    limiter: RateLimiter,
+    decisions: DecisionLog,
+    feature: str,
+    language: str | None = None,
+) -> Admitted:
+    """Every check a request passes before it reaches a model. `texts` are (field, text)
+    pairs (`prompt`, `suffix`, `messages`, ...); `body`, when given, has its `max_tokens`
+    lowered to the policy's cap, and that value is what the token-rate limit counts, else
+    `max_tokens`. Raises the error the client sees (audited) when a check fails."""
+    check_path(policy, principal, path, decisions)
+    chars = sum(len(text) for _, text in texts)
+    check_size(policy, principal, chars, decisions)
+    route = resolve()
+    if body is not None:
+        clamp_max_tokens(policy, body)
+        max_tokens = body.get("max_tokens")
+    await check_rates(policy, principal, limiter, chars, max_tokens, decisions)
+    suffix_chars = sum(len(text) for field, text in texts if field == "suffix")
+    log = start_entry(
+        policy,
+        principal,
+        feature=feature,
+        path=path,
+        language=language,
+        prompt_chars=chars - suffix_chars,
+        suffix_chars=suffix_chars,
+    )
+    fired = log.rules if log is not None else None
+    cleaned = [scan_text(policy, principal, text, field, decisions, fired) for field, text in texts]
+    if log is not None:
+        log.model_version = route.model
+    return Admitted(route, cleaned, log)

@@ -1,13 +1,15 @@
-"""A business unit's data-plane policy: model access, task routing, limits and content rules.
+"""A business unit's data-plane policy: model access, task routing, limits, content rules and
+prompt logging.
 
 The organisation's default document is the base; a BU stores only what it overrides. A BU can
 tighten, never loosen, what the organisation set: limits take the smaller value, exclusions
 add up, and a content rule inherits the organisation's per-type actions unless overridden.
+Prompt logging is the BU's own choice: each field it sets replaces the organisation's default.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,6 +61,22 @@ class Limits(BaseModel):
     bu_tokens_per_day: int | None = Field(default=None, ge=1)
 
 
+class PromptLogging(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["off", "metadata", "full"] = Field(
+        default="off",
+        description=(
+            "off: nothing is kept; metadata: time, user, model version, path, language, sizes, "
+            "token counts and the policy rules that fired, without text; full: also the prompt, "
+            "suffix and completion as the model saw them and the IDE got them (after redaction)"
+        ),
+    )
+    retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Prompt logs older than this are deleted"
+    )
+
+
 class GatewayPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +84,7 @@ class GatewayPolicy(BaseModel):
     routing: Routing = Field(default_factory=Routing)
     limits: Limits = Field(default_factory=Limits)
     content: ContentPolicy = Field(default_factory=ContentPolicy)
+    logging: PromptLogging = Field(default_factory=PromptLogging)
 
 
 class PolicyInvalid(ValueError):
@@ -143,4 +162,15 @@ def effective_policy(org: dict[str, Any], bu: dict[str, Any] | None) -> GatewayP
     model_access = base.model_access
     if "model_access" in fields:
         model_access = ModelAccess(rules={**base.model_access.rules, **override.model_access.rules})
-    return GatewayPolicy(model_access=model_access, routing=routing, limits=limits, content=content)
+    logging = base.logging
+    if "logging" in fields:
+        logging = base.logging.model_copy(
+            update={k: getattr(override.logging, k) for k in bu["logging"]}
+        )
+    return GatewayPolicy(
+        model_access=model_access,
+        routing=routing,
+        limits=limits,
+        content=content,
+        logging=logging,
+    )

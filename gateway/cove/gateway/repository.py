@@ -1,4 +1,5 @@
-"""The gateway's reads: the route table (keys come from the tenancy kernel)."""
+"""The gateway's SQL: the route table and policies it caches (keys come from the tenancy
+kernel), and the batches it writes: usage events, audit entries, prompt logs."""
 
 from __future__ import annotations
 
@@ -165,3 +166,42 @@ async def all_tenants(conn: psycopg.AsyncConnection[Any]) -> list[tuple[UUID, st
     """(id, slug, status) of every BU, for tokens that name their BU by slug."""
     cur = await conn.execute("SELECT id, slug, status FROM tenants")
     return [(row[0], row[1], row[2]) for row in await cur.fetchall()]
+
+
+PROMPT_LOG_COLUMNS = (
+    "id",
+    "tenant_id",
+    "logged_at",
+    "mode",
+    "user_id",
+    "username",
+    "request_id",
+    "completion_id",
+    "feature",
+    "model_version",
+    "path",
+    "language",
+    "prompt_chars",
+    "suffix_chars",
+    "completion_chars",
+    "prompt_tokens",
+    "completion_tokens",
+    "rules",
+    "cancelled",
+    "prompt",
+    "suffix",
+    "completion",
+)
+
+
+async def insert_prompt_logs(
+    conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]
+) -> None:
+    # COPY refuses tables with row-level security; executemany pipelines the inserts.
+    placeholders = ", ".join(["%s"] * len(PROMPT_LOG_COLUMNS))
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"INSERT INTO prompt_logs ({', '.join(PROMPT_LOG_COLUMNS)})"  # noqa: S608
+            f" VALUES ({placeholders})",
+            rows,
+        )

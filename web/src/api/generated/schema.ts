@@ -578,6 +578,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bus/{bu_id}/prompt-logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Bu Prompt Logs
+         * @description The BU's prompt logs, newest first (BU admins). What each entry holds depends on the
+         *     BU's `logging.mode` when the request was served: `metadata` entries have no text. Each
+         *     read is recorded in the audit log as `prompt_logs.read`.
+         */
+        get: operations["bu_prompt_logs_api_v1_bus__bu_id__prompt_logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/bus/{bu_id}/release": {
         parameters: {
             query?: never;
@@ -2377,6 +2399,93 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** PromptLog */
+        PromptLog: {
+            /**
+             * Cancelled
+             * @description The client hung up before the completion ended
+             */
+            cancelled: boolean;
+            /**
+             * Completion
+             * @description Full mode only: what the IDE received
+             */
+            completion: string | null;
+            /** Completion Chars */
+            completion_chars: number;
+            /** Completion Id */
+            completion_id: string | null;
+            /** Completion Tokens */
+            completion_tokens: number | null;
+            /**
+             * Feature
+             * @description completion or chat
+             */
+            feature: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Language */
+            language: string | null;
+            /**
+             * Logged At
+             * Format: date-time
+             */
+            logged_at: string;
+            /**
+             * Mode
+             * @description The BU's logging mode when the request was served
+             */
+            mode: string;
+            /** Model Version */
+            model_version: string;
+            /**
+             * Path
+             * @description The file the IDE sent (Tabby path or x-cove-file-path)
+             */
+            path: string | null;
+            /**
+             * Prompt
+             * @description Full mode only: the prompt as forwarded (redacted)
+             */
+            prompt: string | null;
+            /** Prompt Chars */
+            prompt_chars: number;
+            /** Prompt Tokens */
+            prompt_tokens: number | null;
+            /** Request Id */
+            request_id: string | null;
+            /**
+             * Rules
+             * @description Policy rules that fired: action (redact, audit, drop), type, rule
+             */
+            rules: {
+                [key: string]: unknown;
+            }[];
+            /**
+             * Suffix
+             * @description Full mode only: the suffix as forwarded (redacted)
+             */
+            suffix: string | null;
+            /** Suffix Chars */
+            suffix_chars: number;
+            /** User Id */
+            user_id: string;
+            /** Username */
+            username: string;
+        };
+        /** PromptLogPage */
+        PromptLogPage: {
+            /** Entries */
+            entries: components["schemas"]["PromptLog"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` for the next (older) page; null on the last page
+             */
+            next_cursor: string | null;
+        };
         /** Rate */
         Rate: {
             /** Denominator */
@@ -3947,6 +4056,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DryRunResult"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    bu_prompt_logs_api_v1_bus__bu_id__prompt_logs_get: {
+        parameters: {
+            query?: {
+                cursor?: string | null;
+                limit?: number;
+                since?: string | null;
+                until?: string | null;
+                /** @description User id or username */
+                user?: string | null;
+            };
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PromptLogPage"];
                 };
             };
             /** @description Validation Error */
