@@ -325,6 +325,15 @@ def _mount_optional() -> None:
     app.add_typer(models.models_app, name="models", help="The model catalog: base models, grants.")
 
 
+def _mount_lifecycle() -> None:
+    try:
+        # Through the deployments' CLI helpers, which need the worker extra.
+        lifecycle = importlib.import_module("cove.platform.lifecycle.cli")
+    except ImportError:
+        return
+    lifecycle.register(bu_app)
+
+
 def _mount_benchmarks() -> None:
     bench = typer.Typer(help="Benchmarks that print measured numbers and a final JSON line.")
     app.add_typer(bench, name="bench")
@@ -361,6 +370,7 @@ def _mount_benchmarks() -> None:
 
 login_cli.register(app)
 _mount_optional()
+_mount_lifecycle()
 _mount_benchmarks()
 
 
