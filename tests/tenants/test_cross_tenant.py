@@ -16,6 +16,9 @@ from tests.factories import bearer
 CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/bus/{bu_id}", None),
     ("PATCH", "/api/v1/bus/{bu_id}", {"name": "taken over"}),
+    ("GET", "/api/v1/bus/{bu_id}/export", None),
+    ("POST", "/api/v1/bus/{bu_id}/deletion", {"grace_days": 0}),
+    ("POST", "/api/v1/bus/{bu_id}/restore", None),
     ("GET", "/api/v1/bus/{bu_id}/api-keys", None),
     ("POST", "/api/v1/bus/{bu_id}/api-keys", {"name": "intruder"}),
     ("DELETE", "/api/v1/bus/{bu_id}/api-keys/{key_id}", None),

@@ -15,6 +15,7 @@ from cove.platform.core.logging import configure_logging
 from cove.platform.core.settings import CoveSettings
 from cove.platform.deployments import tasks as deployment_tasks
 from cove.platform.finetuning import tasks as finetune_tasks
+from cove.platform.lifecycle import tasks as lifecycle_tasks
 from cove.platform.promptlogs import tasks as prompt_log_tasks
 
 ENSURE_PARTITIONS = "usage.ensure_partitions"
@@ -39,6 +40,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
     deployment_tasks.register(app, _database)
     analytics_tasks.register(app, _database)
     finetune_tasks.register(app, _database)
+    lifecycle_tasks.register(app, _database)
     prompt_log_tasks.register(app, _database)
 
     @app.task(name=ENSURE_PARTITIONS, acks_late=True)
@@ -59,6 +61,7 @@ def build_app(settings: WorkerSettings | None = None) -> Celery:
         **analytics_tasks.beat_schedule(settings.analytics_rollup_seconds),
         **deployment_tasks.beat_schedule(),
         **finetune_tasks.beat_schedule(),
+        **lifecycle_tasks.beat_schedule(),
         **prompt_log_tasks.beat_schedule(),
     }
     return app

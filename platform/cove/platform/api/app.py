@@ -29,6 +29,8 @@ from cove.platform.deployments.endpoints import platform_router as shared_router
 from cove.platform.deployments.endpoints import router as deployments_router
 from cove.platform.finetuning.endpoints import router as finetune_router
 from cove.platform.finetuning.settings import FinetuneSettings
+from cove.platform.lifecycle.endpoints import router as lifecycle_router
+from cove.platform.lifecycle.settings import LifecycleSettings
 from cove.platform.models.endpoints import router as models_router
 from cove.platform.policies.endpoints import router as policies_router
 from cove.platform.promptlogs.endpoints import router as prompt_logs_router
@@ -86,6 +88,7 @@ def create_app(
         # Reconcile tasks are sent to the workers after their transaction commits.
         app.state.celery = create_celery(settings)
         app.state.finetune = FinetuneSettings()
+        app.state.lifecycle = LifecycleSettings()
         verifier: TokenVerifier | None = None
         if settings.oidc_issuer:
             verifier = TokenVerifier(
@@ -136,6 +139,7 @@ def create_app(
         return VersionInfo(name="cove", version=cove_version(), api="v1")
 
     app.include_router(bus_router)
+    app.include_router(lifecycle_router)
     app.include_router(keys_router)
     app.include_router(deployments_router)
     app.include_router(shared_router)

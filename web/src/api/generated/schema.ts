@@ -222,6 +222,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bus/{bu_id}/deletion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Request Business Unit Deletion
+         * @description Delete the BU after a grace period (platform admins only). It stops serving at once
+         *     (`deleting`); a platform admin may restore it until `purge_after`, when everything of it is
+         *     purged. `grace_days: 0` purges at once. Needs a recent export (`export_required`).
+         */
+        post: operations["request_business_unit_deletion_api_v1_bus__bu_id__deletion_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/bus/{bu_id}/deployments": {
         parameters: {
             query?: never;
@@ -315,6 +337,29 @@ export interface paths {
          * @description Stop routing to the adapter on this deployment and unload it from the instance.
          */
         delete: operations["detach_adapter_api_v1_bus__bu_id__deployments__deployment_id__adapters__model_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Business Unit
+         * @description Download an archive of the BU: its record, members, configuration (policy, API keys
+         *     without secrets, deployments, releases, adapters, grants, fine-tuning jobs) and metrics
+         *     (usage events and rollups) as JSON lines, with a manifest. Platform admins, or the BU's
+         *     admins. Deleting a BU needs an export from the last 24 hours (by default).
+         */
+        get: operations["export_business_unit_api_v1_bus__bu_id__export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -664,6 +709,27 @@ export interface paths {
          * @description Restore the previous stable version for everyone and drop the canary, in one step.
          */
         post: operations["rollback_api_v1_bus__bu_id__release_rollback_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/bus/{bu_id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore Business Unit
+         * @description Cancel the BU's deletion during its grace period (platform admins only): it gets back
+         *     the status it had before.
+         */
+        post: operations["restore_business_unit_api_v1_bus__bu_id__restore_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1178,6 +1244,10 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Deletion Requested At */
+            deletion_requested_at?: string | null;
+            /** Deletion Requested By */
+            deletion_requested_by?: string | null;
             /** Gpu Quota */
             gpu_quota: number;
             /**
@@ -1185,6 +1255,8 @@ export interface components {
              * Format: uuid
              */
             id: string;
+            /** Last Exported At */
+            last_exported_at?: string | null;
             /** Max Model Instances */
             max_model_instances: number;
             /** Name */
@@ -1194,6 +1266,8 @@ export interface components {
              * @enum {string}
              */
             prompt_logging: "off" | "metadata" | "full";
+            /** Purge After */
+            purge_after?: string | null;
             /** Retention Days */
             retention_days: number;
             /** Slug */
@@ -1597,6 +1671,16 @@ export interface components {
              * @default 0
              */
             seed: number;
+        };
+        /** DeletionRequest */
+        DeletionRequest: {
+            /**
+             * Grace Days
+             * @description Days before the purge; 0 purges at once. Default: the install's setting.
+             */
+            grace_days?: number | null;
+            /** Reason */
+            reason?: string | null;
         };
         /** Deployment */
         Deployment: {
@@ -3309,6 +3393,41 @@ export interface operations {
             };
         };
     };
+    request_business_unit_deletion_api_v1_bus__bu_id__deletion_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DeletionRequest"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BusinessUnit"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_deployments_api_v1_bus__bu_id__deployments_get: {
         parameters: {
             query?: never;
@@ -3531,6 +3650,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeploymentAdapter"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_business_unit_api_v1_bus__bu_id__export_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The archive (`.tar.gz`); `X-Cove-Export-Sha256` is its SHA-256. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */
@@ -4261,6 +4411,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Release"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    restore_business_unit_api_v1_bus__bu_id__restore_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BusinessUnit"];
                 };
             };
             /** @description Validation Error */
