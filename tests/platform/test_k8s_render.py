@@ -90,6 +90,18 @@ NAMED: dict[str, dict[str, Any]] = {
             {"name": "payments-sdk-v2", "location": "pvc://bu-adapters/payments/sdk-v2"},
         ],
     },
+    "shared-across-bus": {
+        "bu": "platform",
+        "name": "coder-shared",
+        "mode": "shared",
+        "shared_across_bus": True,
+        "replicas": 2,
+        "gpu_quota": 4,
+        "adapters": [
+            {"name": "payments-sdk-v3", "location": "adapters/payments/sdk-v3"},
+            {"name": "risk-sdk-v1", "location": "adapters/risk/sdk-v1"},
+        ],
+    },
     "cpu-only": {
         "gpus_per_replica": 0,
         "gpu_quota": 0,
@@ -255,7 +267,9 @@ def test_every_rendered_object_is_valid_and_keeps_cove_invariants(
         assert labels["app.kubernetes.io/managed-by"] == "cove"
         assert labels["cove.dev/bu"] == spec.bu
         if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == f"cove-bu-{spec.bu}"
+            assert obj["metadata"]["namespace"] == (
+                "cove-shared" if spec.shared_across_bus else f"cove-bu-{spec.bu}"
+            )
         if is_deployment_scoped(obj):
             assert labels["app.kubernetes.io/name"] == "vllm"
             assert labels["app.kubernetes.io/instance"] == spec.name
@@ -377,6 +391,25 @@ def test_shared_instance_serves_lora_adapters_hot_loaded_at_runtime() -> None:
         if "persistentVolumeClaim" in v
     }
     assert claims == {"bu-adapters", "cove-models"}
+
+
+def test_a_base_instance_shared_across_bus_lives_in_the_platforms_namespace() -> None:
+    objects = render(spec_of(**NAMED["shared-across-bus"]))
+    assert {o["metadata"].get("namespace", o["metadata"]["name"]) for o in objects} == {
+        "cove-shared"
+    }
+    (quota,) = [o for o in objects if o["kind"] == "ResourceQuota"]
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    adapters = json.loads(deployment["metadata"]["annotations"]["cove.dev/adapters"])
+    assert [a["name"] for a in adapters] == ["payments-sdk-v3", "risk-sdk-v1"]
+    # A BU that happens to be called "platform" keeps its own namespace.
+    own = render(spec_of(bu="platform", mode="shared"))
+    assert {o["metadata"].get("namespace") for o in own if o["kind"] != "Namespace"} == {
+        "cove-bu-platform"
+    }
+    with pytest.raises(ValidationError, match="shared_across_bus"):
+        spec_of(shared_across_bus=True)
 
 
 def test_adapter_changes_on_mounted_claims_do_not_touch_the_pod_template() -> None:
