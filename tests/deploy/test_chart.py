@@ -12,6 +12,8 @@ import kubernetes_validate
 import pytest
 from helm_python import HelmRenderError
 
+from cove.platform.deployments.k8s.spec import SHARED_NAMESPACE
+
 from .conftest import (
     CHART_DIR,
     KUBE_VERSION,
@@ -554,17 +556,16 @@ def test_rbac_is_least_privilege(
                 # Never delete one; create (apply) and patch only named BU namespaces.
                 assert not {"delete", "deletecollection", "update"} & set(rule["verbs"]), where
                 assert rule["resourceNames"], where
-                assert all(n.startswith("cove-bu-") for n in rule["resourceNames"]), where
+                for n in rule["resourceNames"]:
+                    assert n.startswith("cove-bu-") or n == SHARED_NAMESPACE, where
 
     # Which verbs exactly: tests/deploy/test_rbac.py replays the reconciler's requests.
     units = scenario_values(scenario).get("tenancy", {}).get("businessUnits", [])
-    bu_namespaces = sorted(f"cove-bu-{u['name']}" for u in units)
+    bu_namespaces = sorted([f"cove-bu-{u['name']}" for u in units] + [SHARED_NAMESPACE])
     for binding in find(objects, "ClusterRoleBinding"):
         role = one(objects, "ClusterRole", binding["roleRef"]["name"])
         assert {r for rule in role["rules"] for r in rule["resources"]} == {"namespaces"}
         assert [sorted(r["resourceNames"]) for r in role["rules"]] == [bu_namespaces]
-    if not bu_namespaces:
-        assert find(objects, "ClusterRoleBinding") == []
 
     # The workload rules are granted only inside the business units' namespaces.
     workloads = one(objects, "ClusterRole", f"{NAMESPACE}-cove-reconciler-workloads")
@@ -577,9 +578,10 @@ def test_rbac_is_least_privilege(
         "resourcequotas",
         "poddisruptionbudgets",
         "pods",
+        "events",
     }
     for rule in workloads["rules"]:
-        if "pods" in rule["resources"]:
+        if {"pods", "events"} & set(rule["resources"]):
             assert not WRITE_VERBS & set(rule["verbs"]), rule
     bindings = find(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == bu_namespaces
@@ -599,7 +601,12 @@ def test_business_units_get_a_namespace_and_a_gpu_ceiling(
 ) -> None:
     objects = rendered_scenarios["external-services"]
     namespaces = {n["metadata"]["name"]: n for n in find(objects, "Namespace")}
-    assert set(namespaces) == {"cove-bu-payments", "cove-bu-risk", "cove-bu-platform"}
+    assert set(namespaces) == {
+        "cove-bu-payments",
+        "cove-bu-risk",
+        "cove-bu-platform",
+        "cove-shared",
+    }
     payments = namespaces["cove-bu-payments"]
     assert payments["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
@@ -631,6 +638,32 @@ def test_business_unit_namespaces_agree_with_the_reconciler(
             assert obj["metadata"]["name"] not in reconciler_names, obj["metadata"]["name"]
 
 
+def test_the_shared_namespace_agrees_with_the_reconciler_and_the_gateway_reaches_it(
+    rendered_scenarios: dict[str, list[Manifest]],
+) -> None:
+    """Shared base instances: the reconciler applies the Namespace the chart creates (same
+    labels), and the gateway's restricted egress reaches it like a BU namespace."""
+    from cove.platform.deployments.k8s import render as reconciler
+    from cove.platform.deployments.repository import PLATFORM_SLUG
+
+    objects = rendered_scenarios["external-services"]  # egress restricted
+    chart_namespace = one(objects, "Namespace", SHARED_NAMESPACE)
+    spec = _reconciler_spec(PLATFORM_SLUG, shared=True)
+    (rendered,) = [o for o in reconciler.render(spec) if o["kind"] == "Namespace"]
+    assert rendered["metadata"]["name"] == SHARED_NAMESPACE
+    labels = chart_namespace["metadata"]["labels"]
+    for key, value in rendered["metadata"]["labels"].items():
+        assert labels.get(key) == value, key
+    egress = one(objects, "NetworkPolicy", "cove-egress")
+    selectors = [
+        peer["namespaceSelector"]["matchLabels"]
+        for rule in egress["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if peer.get("namespaceSelector", {}).get("matchLabels")
+    ]
+    assert any(s.items() <= labels.items() for s in selectors)
+
+
 def test_the_reconciler_default_gateway_selector_finds_the_gateway(
     rendered_scenarios: dict[str, list[Manifest]],
 ) -> None:
@@ -647,13 +680,15 @@ def test_the_reconciler_default_gateway_selector_finds_the_gateway(
             assert (DEFAULT_GATEWAY_POD_LABELS.items() <= labels.items()) == is_gateway, scenario
 
 
-def _reconciler_spec(bu: str) -> Any:
+def _reconciler_spec(bu: str, *, shared: bool = False) -> Any:
     from cove.platform.deployments.k8s.spec import DeploymentSpec
 
     return DeploymentSpec.model_validate(
         {
             "name": "chat",
             "bu": bu,
+            "mode": "shared" if shared else "dedicated",
+            "shared_across_bus": shared,
             "model": {"name": "base", "location": "models/base", "context_length": 4096},
             "gpu_quota": 1,
             "image": {"repository": "registry.corp/vllm/vllm-openai", "tag": "v0.11.0"},

@@ -25,7 +25,8 @@ from helm_python import Chart
 from kubernetes.client import Configuration
 
 from cove.platform.deployments.k8s.client import APPLY_CONTENT_TYPE, KubernetesApplier
-from cove.platform.deployments.k8s.spec import DeploymentSpec
+from cove.platform.deployments.k8s.spec import SHARED_NAMESPACE, DeploymentSpec
+from cove.platform.deployments.repository import PLATFORM_SLUG
 from cove.platform.finetuning import k8s as finetune_k8s
 from cove.platform.finetuning.settings import FinetuneSettings
 from tests.platform.test_k8s_client import (
@@ -40,6 +41,7 @@ from .conftest import (
     REPO,
     SCENARIOS,
     Manifest,
+    Render,
     find,
     one,
     parse_manifests,
@@ -102,20 +104,26 @@ def production_calls() -> set[Call]:
     return calls
 
 
-def _spec(bu: str) -> DeploymentSpec:
+def _spec(bu: str, *, shared: bool = False) -> DeploymentSpec:
     return DeploymentSpec.model_validate(
         {
             "bu": bu,
             "name": "coder",
             "mode": "shared",
+            "shared_across_bus": shared,
             "model": {"name": "qwen2.5-coder-7b", "location": "base/qwen", "context_length": 8192},
             "adapters": [{"name": "sdk", "location": "adapters/sdk"}],
             "replicas": 2,
             "gpus_per_replica": 1,
             "gpu_quota": 4,
-            "image": {"repository": "registry.internal/vllm/vllm-openai", "tag": "v0.11.0"},
+            "image": {"repository": "registry.internal/vllm/vllm-openai", "tag": "v0.32.0"},
         }
     )
+
+
+# A base instance shared across BUs: the driver renders it for the platform (no BU) in
+# SHARED_NAMESPACE (cove.platform.deployments.service, create_shared_instance).
+SHARED = _spec(PLATFORM_SLUG, shared=True)
 
 
 def _job_objects(bu: str) -> list[dict[str, Any]]:
@@ -129,18 +137,21 @@ def _job_key(bu: str) -> tuple[str, str, str, str]:
     return ("batch/v1", "Job", job["metadata"]["namespace"], job["metadata"]["name"])
 
 
-# Each production call, made with what production passes to it:
-# the model-serving driver (cove.platform.deployments.runtime.kubernetes) and the fine-tuning
-# tasks (cove.platform.finetuning.tasks, which read and delete only their Jobs).
-CASES: dict[Call, Callable[[KubernetesApplier, str], object]] = {
-    ("apply", ()): lambda client, bu: client.apply(_spec(bu)),
-    ("read_status", ()): lambda client, bu: client.read_status(_spec(bu)),
-    ("list_pods", ()): lambda client, bu: client.list_pods(_spec(bu)),
-    ("delete", ()): lambda client, bu: client.delete(_spec(bu)),
-    ("apply_objects", ()): lambda client, bu: client.apply_objects(_job_objects(bu)),
-    ("read_object", ()): lambda client, bu: client.read_object(_job_key(bu)),
-    ("delete_object", ()): lambda client, bu: client.delete_object(_job_key(bu)),
+# Each production call, made with what production passes to it: the model-serving driver
+# (cove.platform.deployments.runtime.kubernetes), for a BU's instance and for a shared one, and
+# the fine-tuning tasks (cove.platform.finetuning.tasks, which read and delete only their Jobs,
+# always in a BU's namespace).
+CASES: dict[Call, Callable[[KubernetesApplier, DeploymentSpec], object]] = {
+    ("apply", ()): lambda client, spec: client.apply(spec),
+    ("read_status", ()): lambda client, spec: client.read_status(spec),
+    ("list_pods", ()): lambda client, spec: client.list_pods(spec),
+    ("recent_events", ()): lambda client, spec: client.recent_events(spec),
+    ("delete", ()): lambda client, spec: client.delete(spec),
+    ("apply_objects", ()): lambda client, spec: client.apply_objects(_job_objects(spec.bu)),
+    ("read_object", ()): lambda client, spec: client.read_object(_job_key(spec.bu)),
+    ("delete_object", ()): lambda client, spec: client.delete_object(_job_key(spec.bu)),
 }
+FINETUNE_CALLS = {("apply_objects", ()), ("read_object", ()), ("delete_object", ())}
 
 
 def test_every_call_the_reconciler_makes_is_replayed() -> None:
@@ -184,7 +195,10 @@ def replay(api_server: FakeApiServer, bu: str) -> set[Access]:
     )
     with KubernetesApplier.from_configuration(configuration, timeout_seconds=5) as client:
         for case in CASES.values():
-            case(client, bu)
+            case(client, _spec(bu))
+        for call, case in CASES.items():
+            if call not in FINETUNE_CALLS:
+                case(client, SHARED)
     return {access for request in api_server.requests for access in access_of(request)}
 
 
@@ -260,13 +274,14 @@ def test_the_reconciler_may_do_what_it_does_and_nothing_more(
                     )
                     assert used, f"{grant.role} grants {verb} {group}/{resource}; nothing uses it"
 
-    # Cluster-wide, only the business units' own namespaces, by name.
+    # Cluster-wide, only the business units' own namespaces and the shared one, by name.
     for grant in grants:
         if grant.namespace is None:
             assert grant.rule["resources"] == ["namespaces"], grant
             assert sorted(grant.rule["resourceNames"]) == sorted(
-                f"cove-bu-{unit}" for unit in _business_units(scenario)
+                [f"cove-bu-{unit}" for unit in _business_units(scenario)] + [SHARED_NAMESPACE]
             )
+    assert {a.namespace for a in needed if a.namespace} == {f"cove-bu-{bu}", SHARED_NAMESPACE}
 
     # And not in a namespace the chart did not bind: another team's namespace is out of reach.
     elsewhere = {
@@ -276,10 +291,15 @@ def test_the_reconciler_may_do_what_it_does_and_nothing_more(
     assert not any(g.allows(a) for a in elsewhere for g in grants)
 
 
-def test_without_business_units_the_reconciler_is_granted_nothing(
-    rendered_scenarios: dict[str, list[Manifest]],
+def test_without_business_units_the_reconciler_works_only_in_the_shared_namespace(
+    rendered_scenarios: dict[str, list[Manifest]], render: Render
 ) -> None:
-    assert reconciler_grants(rendered_scenarios["defaults"]) == []
+    grants = reconciler_grants(rendered_scenarios["defaults"])
+    assert {g.namespace for g in grants} == {None, SHARED_NAMESPACE}
+    assert {n for g in grants for n in g.rule.get("resourceNames", [])} == {SHARED_NAMESPACE}
+    off = render({"modelServing": {"sharedInstances": {"enabled": False}}})
+    assert reconciler_grants(off) == []
+    assert find(off, "Namespace") == []
 
 
 def test_cluster_wide_names_carry_the_release_namespace(chart: Chart) -> None:

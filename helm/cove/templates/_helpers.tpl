@@ -444,6 +444,27 @@ Name of a business unit's namespace: cove-bu-<bu>, the name the reconciler deriv
 {{- end -}}
 
 {{/*
+The namespace of base instances shared across business units: SHARED_NAMESPACE of
+cove.platform.deployments.k8s.spec. The reconciler labels it as the BU "platform" (the owner
+it renders shared instances for), so the chart does too.
+*/}}
+{{- define "cove.sharedNamespace" -}}cove-shared{{- end -}}
+{{- define "cove.sharedNamespaceOwner" -}}platform{{- end -}}
+
+{{/*
+Every namespace the reconciler works in, one per line: the business units' and, when shared
+instances are on, cove-shared.
+*/}}
+{{- define "cove.reconcilerNamespaces" -}}
+{{- range .Values.tenancy.businessUnits }}
+{{ include "cove.buNamespace" (dict "root" $ "bu" .) }}
+{{- end }}
+{{- if .Values.modelServing.sharedInstances.enabled }}
+{{ include "cove.sharedNamespace" . }}
+{{- end }}
+{{- end -}}
+
+{{/*
 Labels of a business unit's Namespace: (dict "root" $ "bu" $bu). The keys the reconciler also
 writes carry its values (managed-by "cove", part-of, cove.dev/bu, Pod Security "restricted"),
 so Helm and the reconciler's server-side apply agree on every shared field.
