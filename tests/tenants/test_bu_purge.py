@@ -17,6 +17,9 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from cove.gateway import repository as gateway_repository
+from cove.gateway.promptlog import PromptLogEntry
+from cove.gateway.served import Offer
 from cove.platform.analytics import tasks as analytics_tasks
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.settings import CoveSettings
@@ -137,6 +140,23 @@ async def populate(
         [event(bu.id, "completion.served", f"{slug}-c{i}", lines=2) for i in range(5)]
         + [event(bu.id, "completion.accepted", f"{slug}-c0", lines=2)],
     )
+    # A prompt logged in full, through the gateway's writer.
+    logged = PromptLogEntry(
+        tenant_id=bu.id,
+        mode="full",
+        user_id=f"{slug}-dev",
+        username=f"{slug}-dev",
+        feature="completion",
+        path="src/pay.py",
+        language="python",
+        prompt_chars=9,
+        suffix_chars=0,
+    )
+    logged.keep_text("sdk.pay(", None)
+    offer = Offer(completion_id=f"{slug}-c0")
+    offer.add_choice({"index": 0, "text": "amount)"})
+    async with db.platform() as conn:
+        await gateway_repository.insert_prompt_logs(conn, [logged.row(offer)])
     start = datetime.now(UTC) - timedelta(hours=3)
     analytics_tasks.rollup(sync_db, start.isoformat(), datetime.now(UTC).isoformat())
     return data_dir / str(bu.id)
@@ -181,7 +201,15 @@ async def test_after_the_purge_nothing_of_the_bu_remains(
     b_dir = await populate(control, db, sync_db, world, "b", data_dir, tiny_model)
     before_a = counts(owner_conn, a["bu"].id)
     before_b = counts(owner_conn, b["bu"].id)
-    for table in ("usage_events", "analytics_daily", "model_deployments", "models", "policies"):
+    for table in (
+        "usage_events",
+        "analytics_daily",
+        "prompt_logs",
+        "model_deployments",
+        "models",
+        "policies",
+        "finetune_jobs",
+    ):
         assert before_a[table] > 0, table
     assert traces(owner_conn, a["bu"].id, "bu-a")
 
@@ -229,6 +257,7 @@ async def test_after_the_purge_nothing_of_the_bu_remains(
     assert purge[2] == "bu:bu-a"
     assert purge[3]["requested_by"] == "admin"
     assert purge[3]["rows"]["usage_events"] == before_a["usage_events"]
+    assert purge[3]["rows"]["prompt_logs"] == 1
     assert purge[3]["rows"]["tenants"] == 1
     assert purge[3]["files_removed"] >= 3
     # The BU is gone for the API too.
