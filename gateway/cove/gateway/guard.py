@@ -19,22 +19,25 @@ recognised; every rule the scanner knows for tokens, keys and URLs has none.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 
-from cove.gateway.policy.secrets import SecretMatch, scan_secrets
+from cove.gateway.policy.secrets import SecretMatch, contains_secret, scan_secrets
 
 # How much already-delivered text is scanned again with the held text: enough for the
-# assignment or header that names a secret before its value.
-_CONTEXT: Final = 512
+# assignment or header that names a secret before its value, and for an AWS access key id
+# (its secret is looked for up to 200 characters after it).
+_CONTEXT: Final = 256
 # A run without whitespace longer than this is released (after the scan) rather than held.
 _MAX_HOLD: Final = 16_384
 _PEM_OPEN: Final = "-----BEGIN "
-_TRAILING_RUN: Final = re.compile(r"\S*\Z")
+_WHITESPACE: Final = " \n\t\r\f\v"
+# No detector accepts a value shorter than this (passwords need 6 characters): text whose
+# whitespace-free runs are all shorter cannot complete a credential and is released unscanned.
+_MIN_SECRET_RUN: Final = 6
 FILTERED: Final = "content_filter"
 
 
@@ -50,7 +53,7 @@ def _release_point(held: str) -> int:
     """How much of `held` may go out, if the scan finds nothing."""
     if len(held) > _MAX_HOLD:
         return len(held)
-    cut = _TRAILING_RUN.search(held).start()  # type: ignore[union-attr]
+    cut = max(held.rfind(ch) for ch in _WHITESPACE) + 1
     pem = held.rfind(_PEM_OPEN)
     if pem != -1 and "-----END " not in held[pem:]:
         cut = min(cut, pem)
@@ -144,16 +147,20 @@ class SuggestionGuard:
         if cut == 0 and "\n" not in state.held:
             # A word still growing; a held key block is judged line by line.
             return ""
-        window = state.delivered[-_CONTEXT:] + state.held
-        found = scan_secrets(window)
-        if found:
-            state.dropped = True
-            state.held = ""
-            self.on_drop(index, found)
-            return None
+        if _PEM_OPEN in state.held or any(
+            len(run) >= _MIN_SECRET_RUN for run in state.held[:cut].split()
+        ):
+            window = state.delivered[-_CONTEXT:] + state.held
+            if contains_secret(window):
+                return self._drop(index, state, window)
         released, state.held = state.held[:cut], state.held[cut:]
         state.delivered = (state.delivered + released)[-_CONTEXT:]
         return released
+
+    def _drop(self, index: int, state: _Choice, window: str) -> None:
+        state.dropped = True
+        state.held = ""
+        self.on_drop(index, scan_secrets(window))
 
     def _set_text(self, choice: dict[str, Any], text: str) -> None:
         delta = choice.get("delta")
