@@ -152,7 +152,8 @@ class SuggestionGuard:
         ):
             window = state.delivered[-_CONTEXT:] + state.held
             if contains_secret(window):
-                return self._drop(index, state, window)
+                self._drop(index, state, window)
+                return None
         released, state.held = state.held[:cut], state.held[cut:]
         state.delivered = (state.delivered + released)[-_CONTEXT:]
         return released
