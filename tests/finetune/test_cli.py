@@ -147,3 +147,49 @@ def test_the_module_runs_as_a_command() -> None:
     assert completed.returncode == 0, completed.stderr
     for command in ("dataset", "train", "eval", "run", "bench"):
         assert command in completed.stdout
+
+
+def test_train_then_eval_stage_by_stage(
+    repos: tuple[Path, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    sdk, consumers = repos
+    dataset = tmp_path / "dataset"
+    sources = ["--repo", str(sdk), "--repo", str(consumers), "--sdk", "ledgerlink"]
+    floors = ["--min-train-examples", "10", "--min-eval-examples", "2"]
+    built = runner.invoke(finetune_app, ["dataset", *sources, "--out", str(dataset), *floors])
+    assert built.exit_code == 0, built.output
+    train = ["train", "--base-model", str(tiny_model), "--dataset", str(dataset)]
+    small = ["--batch-size", "2", "--context-length", "128", "--cpu-threads", "1"]
+    trained = runner.invoke(
+        finetune_app,
+        [*train, "--out", str(tmp_path / "training"), "--max-steps", "3", "--rank", "4", *small],
+    )
+    assert trained.exit_code == 0, trained.output
+    training = _last_json(trained.stdout)
+    assert (training["state"], training["steps"]) == ("succeeded", 3)
+    adapter = Path(training["adapter_dir"])
+    assert (adapter / "adapter_model.safetensors").is_file()
+
+    evaluate = ["eval", "--base-model", str(tiny_model), "--adapter", str(adapter)]
+    evaluate += ["--dataset", str(dataset), "--out", str(tmp_path / "eval")]
+    evaluate += ["--max-examples", "4", "--max-new-tokens", "8", "--cpu-threads", "1"]
+    evaluate += ["--min-edit-gain", "-1", "--max-syntax-drop", "1"]
+    # Three steps teach nothing: a gate asking for a gain fails (exit 3), a lenient one passes.
+    strict = runner.invoke(finetune_app, [*evaluate, "--min-recall-gain", "0.5"])
+    assert strict.exit_code == 3, strict.output
+    report = _last_json(strict.stdout)
+    assert report["gate"]["passed"] is False
+    assert report["examples"] == 4
+    metrics = {"exact_match", "edit_similarity", "sdk_api_recall", "syntax_validity"}
+    assert set(report["base"]) == metrics
+    assert set(report["adapter_scores"]) == metrics
+    assert (tmp_path / "eval" / "eval_report.md").is_file()
+    lenient = runner.invoke(finetune_app, [*evaluate, "--min-recall-gain", "-1"])
+    assert lenient.exit_code == 0, lenient.output
+    assert _last_json(lenient.stdout)["gate"]["passed"] is True
+
+    explode = ["--max-steps", "40", "--lr", "1.0", "--target-modules", "q_proj,v_proj,lm_head"]
+    wild = runner.invoke(finetune_app, [*train, "--out", str(tmp_path / "wild"), *explode, *small])
+    assert wild.exit_code == 1, wild.output
+    assert "diverged" in wild.output
+    assert not (tmp_path / "wild" / "adapter").exists()
