@@ -274,3 +274,32 @@ async def test_a_celery_worker_deletes_logs_past_each_bus_retention(
     assert result == {"bus": 2, "deleted": 3}
     kept = {(r["tenant_id"], r["username"]) for t in (a, b) for r in await _logs(db, t)}
     assert kept == {(a, "1d"), (b, "1d"), (b, "8d")}
+
+
+async def test_the_logging_policy_is_validated_and_inherited(
+    api: Any, world: dict[str, Any]
+) -> None:
+    bu = world["a"]["bu"].id
+    admin = bearer(world["admin_key"])
+    url = f"/api/v1/bus/{bu}/policy"
+    for bad in (
+        {"mode": "verbose"},
+        {"retention_days": 0},
+        {"retention_days": "forever"},
+        {"mode": "full", "keep": "all"},
+    ):
+        resp = await api.put(url, json={"document": {"logging": bad}}, headers=admin)
+        assert resp.status_code == 422, (bad, resp.text)
+        assert resp.json()["error"]["code"] == "invalid_policy"
+    assert (await api.get(url, headers=admin)).json()["version"] == 0
+
+    org = await api.put(
+        "/api/v1/policy",
+        json={"document": {"logging": {"mode": "metadata", "retention_days": 90}}},
+        headers=admin,
+    )
+    assert org.status_code == 200, org.text
+    inherited = (await api.get(url, headers=admin)).json()["effective"]["logging"]
+    assert inherited == {"mode": "metadata", "retention_days": 90}
+    chosen = await api.put(url, json={"document": {"logging": {"mode": "off"}}}, headers=admin)
+    assert chosen.json()["effective"]["logging"] == {"mode": "off", "retention_days": 90}
