@@ -139,6 +139,10 @@ locals {
       tolerations = [
         for t in var.gpu_tolerations : { for k, v in t : k => v if v != null }
       ]
+      sharedInstances = {
+        enabled  = var.shared_instances.enabled
+        gpuQuota = var.shared_instances.gpu_quota
+      }
     }
     tenancy = {
       # A null gpuQuota removes the key in Helm: no GPU ceiling for that business unit.

@@ -493,6 +493,20 @@ variable "business_units" {
   }
 }
 
+variable "shared_instances" {
+  type = object({
+    enabled   = optional(bool, true)
+    gpu_quota = optional(number)
+  })
+  description = "Base instances a platform admin shares across business units run in the namespace cove-shared; enabled creates it with the reconciler's rights, gpu_quota caps its GPUs (null: no ceiling)."
+  default     = {}
+
+  validation {
+    condition     = var.shared_instances.gpu_quota == null || (coalesce(var.shared_instances.gpu_quota, 0) >= 0 && floor(coalesce(var.shared_instances.gpu_quota, 0)) == coalesce(var.shared_instances.gpu_quota, 0))
+    error_message = "The shared_instances gpu_quota must be a whole number of GPUs, 0 or more."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # Scale and observability
 # ---------------------------------------------------------------------------------------------

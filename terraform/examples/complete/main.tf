@@ -79,6 +79,7 @@ module "cove" {
     risk     = { display_name = "Risk", gpu_quota = 4 }
     platform = { display_name = "Platform engineering" }
   }
+  shared_instances = { gpu_quota = 8 }
 
   gateway_autoscaling = {
     min_replicas = 3
