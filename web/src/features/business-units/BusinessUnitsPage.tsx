@@ -9,7 +9,6 @@ import {
   Table,
   Text,
   TextInput,
-  Tooltip,
 } from '@mantine/core';
 import { notifications } from '@mantine/notifications';
 import { useMutation, useQueryClient } from '@tanstack/react-query';
@@ -20,6 +19,7 @@ import { FormError, fieldError } from '../../components/FormError';
 import { Page } from '../../components/Page';
 import { EmptyState, QueryState } from '../../components/states';
 import { formatCount, formatDateTime } from '../../lib/format';
+import { downloadExport, requestDeletion, restoreBu } from './deletion';
 
 type Create = Schemas['BusinessUnitCreate'];
 type Update = Schemas['BusinessUnitUpdate'];
@@ -277,7 +277,111 @@ function StatusChange({ bu, onDone }: { bu: BusinessUnit; onDone: () => void }) 
   );
 }
 
-type Dialog = { kind: 'create' } | { kind: 'edit' | 'status'; bu: BusinessUnit } | null;
+function DeleteBu({ bu, onDone }: { bu: BusinessUnit; onDone: () => void }) {
+  const client = useQueryClient();
+  const [confirm, setConfirm] = useState('');
+  const [graceDays, setGraceDays] = useState<number | string>('');
+  const [exported, setExported] = useState<string | null>(null);
+  const remove = useMutation({
+    mutationFn: async () => {
+      // The export comes first: the API refuses a deletion without a recent one.
+      setExported(await downloadExport(bu));
+      return requestDeletion(bu, { grace_days: numberOrNull(graceDays) });
+    },
+    onSuccess: async (saved) => {
+      await client.invalidateQueries({ queryKey: queryKeys.bus });
+      notifications.show({
+        color: 'orange',
+        message: `${saved.slug} will be purged after ${formatDateTime(saved.purge_after)}`,
+      });
+      onDone();
+    },
+  });
+  return (
+    <form
+      aria-label={`Delete ${bu.slug}`}
+      onSubmit={(event: FormEvent) => {
+        event.preventDefault();
+        remove.mutate();
+      }}
+    >
+      <Stack gap="sm">
+        <Text size="sm">
+          {`First an export of ${bu.slug} (configuration and metrics) is downloaded. Then its developers are refused at once, and after the grace period everything of it is purged: events, logged prompts, datasets, adapters, jobs, deployments, keys and members. Until then a platform admin can cancel the deletion.`}
+        </Text>
+        <NumberInput
+          label="Grace period (days)"
+          description="Empty: the install's default (7 days). 0 purges at once and cannot be cancelled."
+          min={0}
+          max={365}
+          value={graceDays}
+          onChange={setGraceDays}
+          error={fieldError(remove.error, 'grace_days')}
+        />
+        <TextInput
+          label={`Type ${bu.slug} to confirm`}
+          value={confirm}
+          onChange={(e) => setConfirm(e.currentTarget.value)}
+          data-autofocus
+        />
+        {exported ? <Text size="sm">{`Export saved as ${exported}`}</Text> : null}
+        <FormError error={remove.error} />
+        <Group justify="flex-end">
+          <Button variant="default" onClick={onDone}>
+            Cancel
+          </Button>
+          <Button
+            type="submit"
+            color="red"
+            disabled={confirm !== bu.slug}
+            loading={remove.isPending}
+          >
+            Export and delete
+          </Button>
+        </Group>
+      </Stack>
+    </form>
+  );
+}
+
+function CancelDeletion({ bu, onDone }: { bu: BusinessUnit; onDone: () => void }) {
+  const client = useQueryClient();
+  const restore = useMutation({
+    mutationFn: () => restoreBu(bu),
+    onSuccess: async (saved) => {
+      await client.invalidateQueries({ queryKey: queryKeys.bus });
+      notifications.show({ color: 'green', message: `${saved.slug} is ${saved.status} again` });
+      onDone();
+    },
+  });
+  return (
+    <Stack gap="sm">
+      <Text size="sm">
+        {`Cancel the deletion of ${bu.slug}? It gets back the status it had, and nothing is purged.`}
+      </Text>
+      <FormError error={restore.error} />
+      <Group justify="flex-end">
+        <Button variant="default" onClick={onDone}>
+          Keep deleting
+        </Button>
+        <Button loading={restore.isPending} onClick={() => restore.mutate()}>
+          Cancel deletion
+        </Button>
+      </Group>
+    </Stack>
+  );
+}
+
+const STATUS_COLOR: Record<BusinessUnit['status'], string> = {
+  active: 'green',
+  suspended: 'orange',
+  deleting: 'red',
+};
+
+type Dialog =
+  | { kind: 'create' }
+  | { kind: 'edit' | 'status' | 'delete' | 'restore'; bu: BusinessUnit }
+  | null;
 
 export function BusinessUnitsPage() {
   const bus = useBusinessUnits();
@@ -286,7 +390,7 @@ export function BusinessUnitsPage() {
   return (
     <Page
       title="Business units"
-      description="Each business unit is a tenant with its own models, policies, keys and analytics. Creating, re-sizing and suspending need a platform admin."
+      description="Each business unit is a tenant with its own models, policies, keys and analytics. Creating, re-sizing, suspending and deleting need a platform admin."
       actions={
         <Group>
           <Button onClick={() => setDialog({ kind: 'create' })}>Create business unit</Button>
@@ -322,9 +426,14 @@ export function BusinessUnitsPage() {
                     <Table.Th scope="row">{bu.slug}</Table.Th>
                     <Table.Td>{bu.name}</Table.Td>
                     <Table.Td>
-                      <Badge color={bu.status === 'active' ? 'green' : 'orange'} variant="light">
+                      <Badge color={STATUS_COLOR[bu.status]} variant="light">
                         {bu.status}
                       </Badge>
+                      {bu.status === 'deleting' ? (
+                        <Text size="xs" c="dimmed">
+                          {`purged after ${formatDateTime(bu.purge_after)}`}
+                        </Text>
+                      ) : null}
                     </Table.Td>
                     <Table.Td>{formatCount(bu.gpu_quota)}</Table.Td>
                     <Table.Td>{formatCount(bu.max_model_instances)}</Table.Td>
@@ -335,6 +444,16 @@ export function BusinessUnitsPage() {
                     <Table.Td>{bu.retention_days} days</Table.Td>
                     <Table.Td>{formatDateTime(bu.created_at)}</Table.Td>
                     <Table.Td>
+                      {bu.status === 'deleting' ? (
+                        <Button
+                          size="xs"
+                          variant="light"
+                          aria-label={`Cancel deletion of ${bu.slug}`}
+                          onClick={() => setDialog({ kind: 'restore', bu })}
+                        >
+                          Cancel deletion
+                        </Button>
+                      ) : (
                       <Group gap={6} wrap="nowrap">
                         <Button
                           size="xs"
@@ -353,18 +472,17 @@ export function BusinessUnitsPage() {
                         >
                           {bu.status === 'suspended' ? 'Resume' : 'Suspend'}
                         </Button>
-                        <Tooltip label="Delete with export needs a delete endpoint in the platform API; it does not exist yet.">
-                          <Button
-                            size="xs"
-                            variant="subtle"
-                            color="gray"
-                            disabled
-                            aria-label={`Delete ${bu.slug} (not available yet)`}
-                          >
-                            Delete
-                          </Button>
-                        </Tooltip>
+                        <Button
+                          size="xs"
+                          variant="subtle"
+                          color="red"
+                          aria-label={`Delete ${bu.slug} (with export)`}
+                          onClick={() => setDialog({ kind: 'delete', bu })}
+                        >
+                          Delete (with export)
+                        </Button>
                       </Group>
+                      )}
                     </Table.Td>
                   </Table.Tr>
                 ))}
@@ -374,8 +492,8 @@ export function BusinessUnitsPage() {
         )}
       </QueryState>
       <Text size="xs" c="dimmed">
-        Deleting a business unit (with an export of its data) arrives with the platform's delete
-        endpoint; until then suspend it.
+        Deleting a business unit downloads an export of it first; it is purged after a grace
+        period during which the deletion can be cancelled.
       </Text>
       <Modal opened={dialog?.kind === 'create'} onClose={close} title="Create business unit">
         {dialog?.kind === 'create' ? <CreateBuForm onDone={close} /> : null}
@@ -397,6 +515,20 @@ export function BusinessUnitsPage() {
         }
       >
         {dialog?.kind === 'status' ? <StatusChange bu={dialog.bu} onDone={close} /> : null}
+      </Modal>
+      <Modal
+        opened={dialog?.kind === 'delete'}
+        onClose={close}
+        title={dialog?.kind === 'delete' ? `Delete ${dialog.bu.slug}` : ''}
+      >
+        {dialog?.kind === 'delete' ? <DeleteBu bu={dialog.bu} onDone={close} /> : null}
+      </Modal>
+      <Modal
+        opened={dialog?.kind === 'restore'}
+        onClose={close}
+        title={dialog?.kind === 'restore' ? `Cancel deletion of ${dialog.bu.slug}` : ''}
+      >
+        {dialog?.kind === 'restore' ? <CancelDeletion bu={dialog.bu} onDone={close} /> : null}
       </Modal>
     </Page>
   );
