@@ -27,6 +27,7 @@ from cove.platform.deployments.runtime.kubernetes import cluster_settings, kube_
 from cove.platform.deployments.settings import RuntimeSettings
 from cove.platform.finetuning import k8s as finetune_k8s
 from cove.platform.finetuning.settings import FinetuneSettings
+from cove.platform.lifecycle.settings import LifecycleSettings
 from cove.platform.worker import WorkerSettings
 
 from .conftest import (
@@ -45,9 +46,9 @@ from .conftest import (
 # fine-tuning tasks it registers, which beat imports too, and `cove db migrate`).
 READS: dict[str, tuple[type[BaseSettings], ...]] = {
     "cove-gateway": (GatewaySettings,),
-    "cove-platform": (PlatformSettings, FinetuneSettings),
-    "cove-worker": (WorkerSettings, RuntimeSettings, FinetuneSettings),
-    "cove-beat": (WorkerSettings, RuntimeSettings, FinetuneSettings),
+    "cove-platform": (PlatformSettings, FinetuneSettings, LifecycleSettings),
+    "cove-worker": (WorkerSettings, RuntimeSettings, FinetuneSettings, LifecycleSettings),
+    "cove-beat": (WorkerSettings, RuntimeSettings, FinetuneSettings, LifecycleSettings),
     "cove-migrations": (CoveSettings,),
 }
 
@@ -237,6 +238,17 @@ async def test_the_console_offers_the_sign_in_the_values_name(
         assert config["dev_login"] is False  # production: no pasting API keys into the console
     else:
         assert config["oidc"] is None
+
+
+def test_the_deletion_grace_period_reaches_the_api_and_the_purge(
+    render: Render, clean_env: pytest.MonkeyPatch
+) -> None:
+    objects = render({"tenancy": {"businessUnits": [], "deletionGraceDays": 30}})
+    for name in ("cove-platform", "cove-worker"):
+        pod = one(objects, "Deployment", name)["spec"]["template"]["spec"]
+        settings = _load(clean_env, resolve_env(pod["containers"][0], objects), LifecycleSettings)
+        assert isinstance(settings, LifecycleSettings)
+        assert settings.bu_deletion_grace_days == 30, name
 
 
 def test_a_remote_cluster_is_reached_with_its_url_and_token(

@@ -107,6 +107,10 @@ INVALID_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"reconciler": {"kubernetes": {"apiUrl": "http://gpu-cluster.corp:6443"}}},
         "/reconciler/kubernetes/apiUrl",
     ),
+    "negative deletion grace period": (
+        {"tenancy": {"deletionGraceDays": -1}},
+        "/tenancy/deletionGraceDays",
+    ),
     "reconciler timeout of zero": (
         {"reconciler": {"kubernetes": {"timeoutSeconds": 0}}},
         "/reconciler/kubernetes/timeoutSeconds",

@@ -349,6 +349,12 @@ the rendered values with those classes.
 {{- end }}
 {{- end -}}
 
+{{/* How business units are deleted (LifecycleSettings): the API and the worker's purge. */}}
+{{- define "cove.lifecycleEnv" -}}
+- name: COVE_BU_DELETION_GRACE_DAYS
+  value: {{ .Values.tenancy.deletionGraceDays | toString | quote }}
+{{- end -}}
+
 {{/*
 Where fine-tuning Jobs run (FinetuneSettings): the API reads the runtime (a job's default GPUs),
 the worker the rest.
