@@ -32,6 +32,7 @@ from cove.platform.worker import WorkerSettings
 
 from .conftest import (
     NAMESPACE,
+    REPO,
     SCENARIOS,
     Manifest,
     Render,
@@ -288,3 +289,39 @@ def test_a_stale_variable_name_is_caught(rendered_scenarios: dict[str, list[Mani
     assert "COVE_VLLM_IMAGE" not in known  # the API never renders model instances
     rendered = json.dumps(rendered_scenarios["ha"])
     assert "COVE_OIDC_CONSOLE_CLIENT_ID" not in rendered
+
+
+# The operator's documents of this area, and the chart's own comments.
+DOCUMENTS = [
+    "docs/install-helm.md",
+    "docs/install-terraform.md",
+    "docs/airgapped.md",
+    "docs/upgrade.md",
+    "docs/operations.md",
+    "docs/sizing.md",
+    "terraform/README.md",
+    "helm/cove/values.yaml",
+]
+# Named in those documents without being settings: a placeholder, and a family of names.
+NOT_SETTINGS = {"COVE_X", "COVE_KUBE_"}
+
+
+def test_every_variable_the_install_docs_name_is_a_setting() -> None:
+    """Operators copy these names into their values; a stale one silently does nothing."""
+    known = _fields(
+        (
+            GatewaySettings,
+            PlatformSettings,
+            WorkerSettings,
+            RuntimeSettings,
+            FinetuneSettings,
+            LifecycleSettings,
+        )
+    )
+    seen = 0
+    for document in DOCUMENTS:
+        text = (REPO / document).read_text()
+        named = set(re.findall(r"\bCOVE_[A-Z0-9_]+", text)) - NOT_SETTINGS
+        assert sorted(named - known) == [], document
+        seen += len(named)
+    assert seen > 10
