@@ -107,6 +107,18 @@ INVALID_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"reconciler": {"kubernetes": {"apiUrl": "http://gpu-cluster.corp:6443"}}},
         "/reconciler/kubernetes/apiUrl",
     ),
+    "negative shared-instance gpu ceiling": (
+        {"modelServing": {"sharedInstances": {"gpuQuota": -1}}},
+        "/modelServing/sharedInstances/gpuQuota",
+    ),
+    "alert error ratio above one": (
+        {"metrics": {"prometheusRule": {"errorRatio": 5}}},
+        "/metrics/prometheusRule/errorRatio",
+    ),
+    "alert runbook url with an anchor": (
+        {"metrics": {"prometheusRule": {"runbookUrl": "https://wiki.corp/cove#alerts"}}},
+        "/metrics/prometheusRule/runbookUrl",
+    ),
     "negative deletion grace period": (
         {"tenancy": {"deletionGraceDays": -1}},
         "/tenancy/deletionGraceDays",
