@@ -260,6 +260,16 @@ async def test_after_the_purge_nothing_of_the_bu_remains(
     assert purge[3]["rows"]["prompt_logs"] == 1
     assert purge[3]["rows"]["tenants"] == 1
     assert purge[3]["files_removed"] >= 3
+    # A platform admin reads that evidence through the audit API.
+    evidence = await control.get(
+        f"/api/v1/bus/{a['bu'].id}/audit", params={"action": "bu."}, headers=admin
+    )
+    assert evidence.status_code == 200, evidence.text
+    assert [e["action"] for e in evidence.json()["entries"]][:3] == [
+        "bu.purge",
+        "bu.delete_request",
+        "bu.export",
+    ]
     # The BU is gone for the API too.
     gone = await control.get(f"/api/v1/bus/{a['bu'].id}", headers=admin)
     assert gone.status_code == 404
