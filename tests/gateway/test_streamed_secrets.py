@@ -86,7 +86,14 @@ def fake_upstream() -> Starlette:
                     "object": "text_completion",
                     "created": 1,
                     "model": body["model"],
-                    "choices": [{"index": 0, "text": "".join(pieces), "finish_reason": "stop"}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": "".join(pieces),
+                            "finish_reason": "stop",
+                            "logprobs": {"tokens": pieces, "token_logprobs": [-0.1] * len(pieces)},
+                        }
+                    ],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
                 }
             )
@@ -203,6 +210,7 @@ async def test_streamed_chat_and_plain_completions_drop_the_secret_too(
     plain = client.completions.create(model="cove-tiny", prompt="def connect", max_tokens=32)
     assert plain.choices[0].text == ""
     assert plain.choices[0].finish_reason == FILTERED
+    assert plain.choices[0].logprobs is None, "the tokens would give the secret away"
 
     rows = await _drops(db, world["a"]["bu"].id, 2)
     assert [r[2]["streamed"] for r in rows] == [True, False]
@@ -268,3 +276,20 @@ def test_text_still_held_at_done_is_judged_and_sent_before_it(
     tail = g.feed(b"data: [DONE]\n\n")
     assert _texts(tail) == [("compute", None)]
     assert tail.endswith(b"data: [DONE]\n\n")
+
+
+def test_an_event_whose_text_is_held_loses_its_logprobs(
+    guard: tuple[SuggestionGuard, list[Any]],
+) -> None:
+    g, _ = guard
+
+    def with_logprobs(text: str) -> bytes:
+        body = orjson.loads(_completion_event(0, text)[6:])
+        body["choices"][0]["logprobs"] = {"tokens": [text], "token_logprobs": [-0.5]}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
+
+    whole = orjson.loads(g.feed(with_logprobs("x = 1\n")).split(b"\n")[0][6:])
+    assert whole["choices"][0]["logprobs"]["tokens"] == ["x = 1\n"]
+    held = orjson.loads(g.feed(with_logprobs("tok")).split(b"\n")[0][6:])
+    assert held["choices"][0]["text"] == ""
+    assert held["choices"][0]["logprobs"] is None

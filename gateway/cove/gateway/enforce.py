@@ -163,6 +163,8 @@ def drop_secret_suggestions(raw: bytes) -> tuple[bytes, list[SecretMatch]]:
             found.extend(scan_secrets(text))
             choice["text"] = ""
             choice["finish_reason"] = FILTERED
+            # Log probabilities name the completion's tokens.
+            choice["logprobs"] = None
         message = choice.get("message")
         if isinstance(message, dict):
             content = message.get("content")
@@ -170,6 +172,7 @@ def drop_secret_suggestions(raw: bytes) -> tuple[bytes, list[SecretMatch]]:
                 found.extend(scan_secrets(content))
                 message["content"] = ""
                 choice["finish_reason"] = FILTERED
+                choice["logprobs"] = None
     return (orjson.dumps(body), found) if found else (raw, [])
 
 

@@ -9,7 +9,8 @@ Before anything is released, the held text and the last `_CONTEXT` characters al
 delivered (the `password = ` before a value) are scanned. When a credential shows up, that
 choice ends there: the event carries an empty text and `finish_reason: "content_filter"`
 (OpenAI's value for filtered output), later events of that choice are left out, and the drop is
-reported (rule and type, never the text) for the audit log.
+reported (rule and type, never the text) for the audit log. An event whose text is held back
+or dropped loses its `logprobs` (they name its tokens).
 
 The first event always passes at once (with whatever text is releasable), so the time to the
 first byte does not change; a word is delayed until the whitespace after it. A credential that
@@ -134,6 +135,9 @@ class SuggestionGuard:
         final = choice.get("finish_reason") is not None
         cut = len(state.held) if final else _release_point(state.held)
         released = self._release(index, state, cut)
+        if released != text and choice.get("logprobs") is not None:
+            # Log probabilities name the event's tokens: they would give away what is held.
+            choice["logprobs"] = None
         if released is None:
             self._set_text(choice, "")
             choice["finish_reason"] = FILTERED
