@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,23 @@ async def test_hand_computed_metrics_for_one_hour(
     b_report = await metrics(api, world["b"]["admin_key"], b)
     assert (b_report["totals"]["served"], b_report["totals"]["shown"]) == (1, 1)
     assert b_report["totals"]["accepted"] == 1
+
+
+async def test_a_resent_event_is_new_only_outside_its_duplicate_window(
+    db: Database, world: dict[str, Any]
+) -> None:
+    a = world["a"]["bu"].id
+    first = ev(a, "completion.shown", at(10), "r1")
+    assert await write(db, [first]) == 1
+    # The same id again with a skewed clock, even in another day's partition: not new.
+    later = replace(first, occurred_at=at(10) + timedelta(hours=20))
+    earlier = replace(first, occurred_at=at(9, 30))
+    assert await write(db, [later, earlier]) == 0
+    # Twice in one batch: once.
+    twice = ev(a, "completion.shown", at(11), "r2")
+    assert await write(db, [twice, twice]) == 1
+    # Beyond the window (two days) the id names another event.
+    assert await write(db, [replace(first, occurred_at=at(10) - timedelta(days=3))]) == 1
 
 
 def per_user_fixture(a: uuid.UUID) -> list[UsageEvent]:
