@@ -623,6 +623,27 @@ async def test_csv_and_copilot_exports(
     vscode_chat = chat["editors"][1]["models"][0]
     assert vscode_chat["total_chat_insertion_events"] == 1
     assert day["copilot_dotcom_chat"] is None
+    # Field names at every level as in GitHub's Copilot metrics API (copilot-usage-metrics-day).
+    assert set(day) == {
+        "date",
+        "total_active_users",
+        "total_engaged_users",
+        "copilot_ide_code_completions",
+        "copilot_ide_chat",
+        "copilot_dotcom_chat",
+        "copilot_dotcom_pull_requests",
+    }
+    assert set(completions) == {"total_engaged_users", "languages", "editors"}
+    assert set(completions["languages"][0]) == {"name", "total_engaged_users"}
+    assert set(editor) == {"name", "total_engaged_users", "models"}
+    model_fields = {"name", "is_custom_model", "custom_model_training_date", "total_engaged_users"}
+    assert set(model) == model_fields | {"languages"}
+    assert set(chat) == {"total_engaged_users", "editors"}
+    assert set(jetbrains) == model_fields | {
+        "total_chats",
+        "total_chat_insertion_events",
+        "total_chat_copy_events",
+    }
 
 
 @pytest.mark.parametrize(
