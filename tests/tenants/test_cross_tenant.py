@@ -22,6 +22,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/bus/{bu_id}/api-keys", None),
     ("POST", "/api/v1/bus/{bu_id}/api-keys", {"name": "intruder"}),
     ("DELETE", "/api/v1/bus/{bu_id}/api-keys/{key_id}", None),
+    ("GET", "/api/v1/bus/{bu_id}/members", None),
     ("GET", "/api/v1/bus/{bu_id}/deployments", None),
     (
         "POST",

@@ -156,11 +156,14 @@ class Recorded:
 
 
 class FakeKeycloak:
-    """Keycloak's Admin REST API for groups, as documented, with an in-memory group tree."""
+    """Keycloak's Admin REST API for groups, their members and realm-role holders, as
+    documented, with an in-memory group tree and users."""
 
     def __init__(self, realm: str) -> None:
         self.realm = realm
         self.groups: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, list[dict[str, Any]]] = {}
+        self.role_members: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[Recorded] = []
         self.fail_group_by_path: int | None = None
         self.lock = threading.Lock()
@@ -183,6 +186,28 @@ class FakeKeycloak:
             parent = found["id"] if found else self._create(name, parent)["id"]
         assert parent is not None
         return parent
+
+    def add_member(self, path: str, username: str, email: str | None = None) -> None:
+        """Put a user (a UserRepresentation, brief) into a group, making the group if needed."""
+        self.members.setdefault(self.add(path), []).append(self.user(username, email))
+
+    def add_role_member(self, role: str, username: str) -> None:
+        self.role_members.setdefault(role, []).append(self.user(username))
+
+    @staticmethod
+    def user(username: str, email: str | None = None) -> dict[str, Any]:
+        user = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, username)),
+            "username": username,
+            "enabled": True,
+            "emailVerified": email is not None,
+            "createdTimestamp": 1764900000000,
+            "firstName": username.title(),
+            "lastName": "Test",
+        }
+        if email is not None:
+            user["email"] = email
+        return user
 
     def group_id(self, path: str) -> str:
         group = self._by_path(path)
@@ -284,7 +309,15 @@ class FakeKeycloak:
     def answer(
         self, method: str, path: str, query: str, body: Any, headers: Any
     ) -> tuple[int, Any, dict[str, str]]:
-        if path == "/realms/master/protocol/openid-connect/token" and method == "POST":
+        # The master realm's admin login, or a service account of the realm itself.
+        if (
+            path
+            in (
+                "/realms/master/protocol/openid-connect/token",
+                f"/realms/{self.realm}/protocol/openid-connect/token",
+            )
+            and method == "POST"
+        ):
             return 200, self._token_response(), {}
         if not path.startswith(f"/admin/realms/{self.realm}/"):
             return 404, {"error": "Realm not found."}, {}
@@ -302,8 +335,18 @@ class FakeKeycloak:
             return 200, self.representation(group), {}
 
         segments = rest.split("/")
+        first = int(query_params.get("first", 0))
+        size = int(query_params.get("max", 100))
+        if segments[0] == "roles" and len(segments) == 3 and segments[2] == "users":
+            if segments[1] not in self.role_members:
+                return 404, {"error": "Could not find role"}, {}
+            return 200, self.role_members[segments[1]][first : first + size], {}
         if segments[0] != "groups":
             return 404, {"error": "HTTP 404 Not Found"}, {}
+        if len(segments) == 3 and segments[2] == "members" and method == "GET":
+            if segments[1] not in self.groups:
+                return 404, {"error": "Could not find group by id"}, {}
+            return 200, self.members.get(segments[1], [])[first : first + size], {}
         if len(segments) == 1 and method == "POST":
             return self._post_group(body["name"], None)
         if len(segments) == 3 and segments[2] == "children":

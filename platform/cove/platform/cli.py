@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from cove.platform.core.settings import CoveSettings
+from cove.platform.core.settings import CoveSettings, Environment
 from cove.platform.login import cli as login_cli
 
 app = typer.Typer(help="Cove: an on-prem AI coding platform.", no_args_is_help=True)
@@ -58,6 +58,12 @@ def up() -> None:
     """Start the whole local stack in the foreground; Ctrl-C stops it."""
     from cove.platform.local.stack import Stack, StackError, StackSettings
 
+    if os.environ.get("COVE_ENV", "").strip().lower() == Environment.PRODUCTION.value:
+        raise _fail(
+            "cove up runs the local development stack (a demo user, the dev login, keys written "
+            "to .cove/); it refuses to run with COVE_ENV=production",
+            2,
+        )
     try:
         settings = StackSettings(
             external_database="COVE_DATABASE_URL" in os.environ,

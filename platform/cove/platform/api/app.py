@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr, model_validator
 
 from cove.platform.analytics.endpoints import router as analytics_router
 from cove.platform.api.console import ConsoleConfig, ConsoleOidc, install_console
@@ -23,7 +23,7 @@ from cove.platform.core.http import (
     install_error_handlers,
 )
 from cove.platform.core.logging import configure_logging
-from cove.platform.core.settings import CoveSettings
+from cove.platform.core.settings import CoveSettings, InsecureSettingsError
 from cove.platform.core.telemetry import Telemetry, setup_telemetry
 from cove.platform.deployments.endpoints import platform_router as shared_router
 from cove.platform.deployments.endpoints import router as deployments_router
@@ -36,8 +36,10 @@ from cove.platform.policies.endpoints import router as policies_router
 from cove.platform.promptlogs.endpoints import router as prompt_logs_router
 from cove.platform.releases.endpoints import router as releases_router
 from cove.tenants.bus.endpoints import router as bus_router
+from cove.tenants.identity.keycloak import KeycloakDirectoryLike, directory_client
 from cove.tenants.identity.oidc import TokenVerifier
 from cove.tenants.keys.endpoints import router as keys_router
+from cove.tenants.members.endpoints import router as members_router
 
 
 class PlatformSettings(CoveSettings):
@@ -49,6 +51,21 @@ class PlatformSettings(CoveSettings):
     console_oidc_scope: str = "openid profile email"
     # The dev login (paste an API key); on by default outside production.
     console_dev_login: bool | None = None
+    # Keycloak Admin API, read-only, for the members list: a confidential client of the realm
+    # with a service account (roles query-groups, view-users). Unset: Cove's memberships only.
+    keycloak_url: str | None = None
+    keycloak_realm: str = "cove"
+    keycloak_client_id: str = "cove-platform"
+    keycloak_client_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _no_dev_login_in_production(self) -> PlatformSettings:
+        if self.is_production and self.console_dev_login:
+            raise InsecureSettingsError(
+                "COVE_CONSOLE_DEV_LOGIN cannot be turned on when COVE_ENV=production: the dev "
+                "login is for the local stack"
+            )
+        return self
 
 
 class Health(BaseModel):
@@ -96,6 +113,15 @@ def create_app(
             )
             await verifier.start()
         app.state.verifier = verifier
+        directory: KeycloakDirectoryLike | None = None
+        if settings.keycloak_url and settings.keycloak_client_secret is not None:
+            directory = directory_client(
+                settings.keycloak_url,
+                settings.keycloak_realm,
+                settings.keycloak_client_id,
+                settings.keycloak_client_secret.get_secret_value(),
+            )
+        app.state.directory = directory
         try:
             yield
         finally:
@@ -141,6 +167,7 @@ def create_app(
     app.include_router(bus_router)
     app.include_router(lifecycle_router)
     app.include_router(keys_router)
+    app.include_router(members_router)
     app.include_router(deployments_router)
     app.include_router(shared_router)
     app.include_router(policies_router)

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from cove.platform.core.db import Database
-from cove.platform.core.settings import CoveSettings
+from cove.platform.core.settings import CoveSettings, InsecureSettingsError
 from cove.platform.deployments import repository as deployment_repository
 from cove.platform.models import repository as model_repository
 from cove.tenants import audit
@@ -64,6 +64,12 @@ async def seed_demo(
     context_length: int | None,
     endpoint_url: str,
 ) -> SeedResult:
+    if settings.is_production:
+        # A platform-admin key written to a file and a demo user are for a laptop only.
+        raise InsecureSettingsError(
+            "The local dev login (a demo user, keys written to disk) is disabled when "
+            "COVE_ENV=production"
+        )
     pepper = settings.secret_key.get_secret_value().encode()
     db = Database(settings, min_size=0)
     await db.open()

@@ -8,6 +8,9 @@ tokens, and the group tree `/cove/<bu>/{admins,developers,viewers}`.
 `sync_groups` creates what is missing of that group tree through the Admin REST API, using
 python-keycloak's `KeycloakAdmin` (or anything with the same three methods). It never deletes:
 BU groups that Keycloak has and Cove does not are only reported.
+
+`bu_role_holders` reads who holds which role in a BU (group members and `platform-admin`
+realm-role holders) for the members API.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cove.tenants.identity.claims import (
     PLATFORM_ADMIN_REALM_ROLE,
     ROLE_BY_GROUP,
 )
+from cove.tenants.principal import Role
 
 CONSOLE_CLIENT: Final = "cove-console"
 CLI_CLIENT: Final = "cove-cli"
@@ -288,4 +292,120 @@ def sync_groups(admin: KeycloakAdminLike, bus: list[str]) -> SyncReport:
     unmanaged = tuple(f"/{GROUP_ROOT}/{name}" for name in sorted(present) if name not in wanted)
     return SyncReport(
         created=tuple(sync.created), existing=tuple(sync.existing), unmanaged=unmanaged
+    )
+
+
+# ---- Admin API read: who holds which role in a BU -------------------------------------------
+
+
+class KeycloakDirectoryLike(Protocol):
+    """The part of python-keycloak's `KeycloakAdmin` that `bu_role_holders` uses."""
+
+    def get_group_by_path(self, path: str) -> dict[str, Any]: ...
+
+    def get_group_children(
+        self,
+        group_id: str,
+        query: dict[str, Any] | None = None,
+        full_hierarchy: bool = False,
+    ) -> list[Any]: ...
+
+    def get_group_members(
+        self, group_id: str, query: dict[str, Any] | None = None
+    ) -> list[Any]: ...
+
+    def get_realm_role_members(
+        self, role_name: str, query: dict[str, Any] | None = None
+    ) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryGrant:
+    """One role one Keycloak user holds, and where it comes from."""
+
+    user_id: str
+    username: str
+    email: str | None
+    role: Role
+    # `group` (a /cove/<bu>/<role> group or a subgroup of it) or `realm-role`.
+    kind: str
+    # The group path or the realm role's name.
+    via: str
+
+
+# Canary cohorts sit a level or two below a role group; deeper trees are not Cove's.
+_MAX_SUBGROUP_DEPTH: Final = 4
+
+
+def _grant(user: Any, role: Role, kind: str, via: str) -> DirectoryGrant | None:
+    if not isinstance(user, dict) or not user.get("id") or not user.get("username"):
+        return None
+    email = user.get("email")
+    return DirectoryGrant(
+        user_id=str(user["id"]),
+        username=str(user["username"]),
+        email=email if isinstance(email, str) and email else None,
+        role=role,
+        kind=kind,
+        via=via,
+    )
+
+
+def _group_grants(
+    admin: KeycloakDirectoryLike, group: dict[str, Any], role: Role, depth: int
+) -> list[DirectoryGrant]:
+    path = str(group.get("path") or "")
+    grants = [
+        grant
+        for user in admin.get_group_members(str(group["id"]))
+        if (grant := _grant(user, role, "group", path)) is not None
+    ]
+    if depth < _MAX_SUBGROUP_DEPTH and group.get("subGroupCount", 1):
+        for child in admin.get_group_children(str(group["id"])):
+            if isinstance(child, dict) and child.get("id"):
+                grants.extend(_group_grants(admin, child, role, depth + 1))
+    return grants
+
+
+def bu_role_holders(admin: KeycloakDirectoryLike, bu_slug: str) -> list[DirectoryGrant]:
+    """Everyone the realm gives a role in the BU: members of `/cove/<bu>/{admins,developers,
+    viewers}` and of their subgroups (Keycloak members inherit from parent groups, and so do
+    Cove's token roles), and holders of the `platform-admin` realm role.
+
+    The same rules as `claims.memberships_from_claims`, read from the directory instead of a
+    token. A role group that does not exist (yet) has no members.
+    """
+    _checked_bus([bu_slug])
+    grants: list[DirectoryGrant] = []
+    for group_name, role in ROLE_BY_GROUP.items():
+        path = f"{GROUP_ROOT}/{bu_slug}/{group_name}"
+        try:
+            group = admin.get_group_by_path(path)
+        except KeycloakGetError as exc:
+            if exc.response_code != _HTTP_NOT_FOUND:
+                raise
+            continue
+        grants.extend(_group_grants(admin, group, role, 0))
+    for user in admin.get_realm_role_members(PLATFORM_ADMIN_REALM_ROLE):
+        grant = _grant(user, Role.PLATFORM_ADMIN, "realm-role", PLATFORM_ADMIN_REALM_ROLE)
+        if grant is not None:
+            grants.append(grant)
+    return grants
+
+
+def directory_client(
+    server_url: str, realm: str, client_id: str, client_secret: str, *, timeout: float = 10.0
+) -> KeycloakDirectoryLike:
+    """A python-keycloak `KeycloakAdmin` logged in as a confidential client's service account
+    of the Cove realm (client credentials), for reading groups, their members and role
+    holders. The account needs the realm-management roles `query-groups` and `view-users`."""
+    from keycloak import KeycloakAdmin
+
+    return KeycloakAdmin(
+        server_url=server_url,
+        realm_name=realm,
+        user_realm_name=realm,
+        client_id=client_id,
+        client_secret_key=client_secret,
+        timeout=int(timeout),
     )

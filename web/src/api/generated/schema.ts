@@ -475,6 +475,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/bus/{bu_id}/members": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Members
+         * @description The BU's members and their roles, each with its source: a Keycloak group
+         *     (`/cove/<bu>/admins|developers|viewers` or a subgroup), the `platform-admin` realm role,
+         *     or a membership recorded in Cove. BU admins of the BU and platform admins only.
+         *     `directory` says whether Keycloak was asked (`connected`), is not set up
+         *     (`not_configured`) or failed (`unavailable`: the list then holds Cove's memberships only).
+         */
+        get: operations["list_members_api_v1_bus__bu_id__members_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/bus/{bu_id}/metrics": {
         parameters: {
             query?: never;
@@ -1963,6 +1987,11 @@ export interface components {
              */
             value: number | null;
         };
+        /**
+         * DirectoryStatus
+         * @enum {string}
+         */
+        DirectoryStatus: "connected" | "not_configured" | "unavailable";
         /** DryRunFinding */
         DryRunFinding: {
             /** Action */
@@ -2340,6 +2369,32 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** Member */
+        Member: {
+            /** Email */
+            email: string | null;
+            /** @description The strongest of the member's roles in this BU */
+            role: components["schemas"]["Role"];
+            /** Roles */
+            roles: components["schemas"]["RoleGrant"][];
+            /** Username */
+            username: string;
+        };
+        /** MemberList */
+        MemberList: {
+            /**
+             * Bu Id
+             * Format: uuid
+             */
+            bu_id: string;
+            /** Bu Slug */
+            bu_slug: string;
+            directory: components["schemas"]["DirectoryStatus"];
+            /** Directory Error */
+            directory_error?: string | null;
+            /** Members */
+            members: components["schemas"]["Member"][];
+        };
         /** MetricDefinition */
         MetricDefinition: {
             /** Definition */
@@ -2709,6 +2764,27 @@ export interface components {
             limits?: components["schemas"]["ComputeLimits"];
             requests?: components["schemas"]["ComputeRequests"];
         };
+        /**
+         * Role
+         * @enum {string}
+         */
+        Role: "platform-admin" | "bu-admin" | "developer" | "viewer";
+        /** RoleGrant */
+        RoleGrant: {
+            role: components["schemas"]["Role"];
+            source: components["schemas"]["RoleSource"];
+            /**
+             * Via
+             * @description The Keycloak group path or realm role that gives the role
+             * @example /cove/payments/admins
+             */
+            via?: string | null;
+        };
+        /**
+         * RoleSource
+         * @enum {string}
+         */
+        RoleSource: "cove" | "keycloak-group" | "keycloak-realm-role";
         /**
          * Scope
          * @enum {string}
@@ -3882,6 +3958,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_members_api_v1_bus__bu_id__members_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                bu_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberList"];
                 };
             };
             /** @description Validation Error */
