@@ -23,7 +23,7 @@ import hashlib
 import logging
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -94,12 +94,9 @@ async def export(db: Database, principal: Principal, bu_id: UUID, workdir: Path)
         for table in await repository.tenant_tables(conn):
             names = [c for c in await repository.columns(conn, table) if c not in SECRET_COLUMNS]
             relative = f"{_section(table)}/{table}.jsonl"
-            count = 0
-            with (stage / relative).open("wb") as out:
-                async for row in repository.rows_of(conn, table, names, bu_id):
-                    out.write(_jsonl(row))
-                    count += 1
-            rows[table] = count
+            rows[table] = await _write_rows(
+                stage / relative, repository.rows_of(conn, table, names, bu_id)
+            )
             files[table] = relative
         people = await repository.members(conn, bu_id)
     with (stage / "config" / "members.jsonl").open("wb") as out:
@@ -136,8 +133,24 @@ async def export(db: Database, principal: Principal, bu_id: UUID, workdir: Path)
     return Export(archive, archive.name, digest, size, rows)
 
 
+async def _write_rows(path: Path, rows: AsyncIterator[dict[str, Any]]) -> int:
+    """Rows as JSON lines; the file is written off the event loop, a megabyte at a time."""
+    count = 0
+    chunk = bytearray()
+    with path.open("wb") as out:
+        async for row in rows:
+            chunk += _jsonl(row)
+            count += 1
+            if len(chunk) >= 1 << 20:
+                await asyncio.to_thread(out.write, bytes(chunk))
+                chunk.clear()
+        await asyncio.to_thread(out.write, bytes(chunk))
+    return count
+
+
 def _pack(stage: Path, archive: Path) -> tuple[str, int]:
-    with tarfile.open(archive, "w:gz") as tar:
+    # Level 6: most of level 9's size at a fraction of its time on JSON lines.
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
         tar.add(stage, arcname=stage.name)
     digest = hashlib.sha256()
     with archive.open("rb") as handle:
