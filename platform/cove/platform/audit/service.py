@@ -13,18 +13,15 @@ from cove.platform.audit import repository
 from cove.platform.audit.repository import AuditFilter
 from cove.platform.audit.schemas import AuditEntry, AuditPage
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Forbidden, NotFound
-from cove.tenants.principal import Principal, Role
+from cove.platform.core.errors import Forbidden
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 CSV_COLUMNS = ("id", "created_at", "tenant_id", "actor", "action", "target", "request_id", "diff")
 
 
 def _can_read_bu(principal: Principal, tenant_id: UUID) -> None:
-    if principal.is_platform_admin:
-        return
-    if principal.tenant_id != tenant_id:
-        raise NotFound("No such business unit", code="bu_not_found")
-    if Role.BU_ADMIN not in principal.roles:
+    require_bu_visible(principal, tenant_id)
+    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
         raise Forbidden("Only a BU admin may read the audit log", code="bu_admin_required")
 
 

@@ -18,7 +18,7 @@ from cove.tenants.bus.schemas import (
     BusinessUnitUpdate,
     DeletionRequest,
 )
-from cove.tenants.principal import Principal, Role
+from cove.tenants.principal import Principal, Role, require_bu_visible
 
 
 def _require_platform_admin(principal: Principal) -> None:
@@ -75,8 +75,7 @@ async def get(db: Database, principal: Principal, bu_id: UUID) -> BusinessUnit:
 async def update(
     db: Database, principal: Principal, bu_id: UUID, data: BusinessUnitUpdate
 ) -> BusinessUnit:
-    if not principal.is_platform_admin and principal.tenant_id != bu_id:
-        raise NotFound("No such business unit", code="bu_not_found")
+    require_bu_visible(principal, bu_id)
     _require_platform_admin(principal)
     values = data.model_dump(exclude_unset=True)
     async with db.platform() as conn:
@@ -108,15 +107,9 @@ async def update(
     return after
 
 
-def _require_visible(principal: Principal, bu_id: UUID) -> None:
-    if not principal.is_platform_admin and principal.tenant_id != bu_id:
-        # Another BU's ids look exactly like ids that do not exist.
-        raise NotFound("No such business unit", code="bu_not_found")
-
-
 def require_exporter(principal: Principal, bu_id: UUID) -> None:
     """A platform admin, or an admin of this very BU, may export it."""
-    _require_visible(principal, bu_id)
+    require_bu_visible(principal, bu_id)
     if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
         raise Forbidden("Only a BU admin may export this BU", code="bu_admin_required")
 
@@ -155,7 +148,7 @@ async def request_deletion(
 ) -> BusinessUnit:
     """Stage the BU for deletion: it stops serving at once (`deleting`, like a suspended BU)
     and is purged after the grace period, unless a platform admin restores it before."""
-    _require_visible(principal, bu_id)
+    require_bu_visible(principal, bu_id)
     _require_platform_admin(principal)
     grace_days = default_grace_days if data.grace_days is None else data.grace_days
     now = datetime.now(UTC)
@@ -212,7 +205,7 @@ async def request_deletion(
 
 async def restore(db: Database, principal: Principal, bu_id: UUID) -> BusinessUnit:
     """Cancel a pending deletion during the grace period: the BU gets back the status it had."""
-    _require_visible(principal, bu_id)
+    require_bu_visible(principal, bu_id)
     _require_platform_admin(principal)
     async with db.platform() as conn:
         before = await repository.lock(conn, bu_id)
