@@ -13,6 +13,8 @@ export class ApiError extends Error {
   readonly fieldErrors: FieldError[];
   readonly requestId: string | null;
   readonly path: string;
+  /** The request field a 4xx is about, when the API names one (`repositories[1].location`). */
+  readonly param: string | null;
 
   constructor(options: {
     status: number;
@@ -21,6 +23,7 @@ export class ApiError extends Error {
     fieldErrors?: FieldError[];
     requestId?: string | null;
     path: string;
+    param?: string | null;
   }) {
     super(options.message);
     this.name = 'ApiError';
@@ -29,6 +32,7 @@ export class ApiError extends Error {
     this.fieldErrors = options.fieldErrors ?? [];
     this.requestId = options.requestId ?? null;
     this.path = options.path;
+    this.param = options.param ?? null;
   }
 
   /** The route does not exist on this platform (an API that has not landed yet). */
@@ -69,6 +73,7 @@ export function errorFromResponse(response: Response, body: unknown, path: strin
       fieldErrors: asFieldErrors(details.errors),
       requestId,
       path,
+      param: typeof e.param === 'string' ? e.param : null,
     });
   }
   // FastAPI's own shape ({"detail": [...]}) in case a route bypasses the error handler.

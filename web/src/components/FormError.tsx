@@ -25,6 +25,9 @@ export function FormError({ error }: { error: unknown }) {
 /** The API's message for one field of the request body, for the input's `error` prop. */
 export function fieldError(error: unknown, field: string): string | undefined {
   if (!(error instanceof ApiError)) return undefined;
+  if (error.param && (error.param === field || error.param.startsWith(`${field}.`))) {
+    return error.message;
+  }
   const match = error.fieldErrors.find((e) => {
     const path = fieldPath(e);
     return path === field || path.startsWith(`${field}.`);

@@ -8,6 +8,7 @@ import { renderAt, signedIn } from '../test/render';
 import { ApiKeysPage } from './api-keys/ApiKeysPage';
 import { AuditPage } from './audit/AuditPage';
 import { DeploymentsPage } from './deployments/DeploymentsPage';
+import { FineTuningPage } from './fine-tuning/FineTuningPage';
 import { ModelVersionsPage } from './model-versions/ModelVersionsPage';
 import { OverviewPage } from './overview/OverviewPage';
 import { PoliciesPage } from './policies/PoliciesPage';
@@ -113,6 +114,19 @@ const PAGES: PageCase[] = [
         }),
     },
     emptyText: /No models deployed/,
+  },
+  {
+    name: 'Fine-tuning',
+    url: `/fine-tuning?bu=${BU.id}`,
+    path: '/fine-tuning',
+    element: <FineTuningPage />,
+    main: `GET ${BU_PATH}/finetune-jobs`,
+    loading: 'Loading fine-tuning jobs…',
+    empty: {
+      [`GET ${BU_PATH}/finetune-jobs`]: () => json([]),
+      [`GET ${BU_PATH}/models`]: () => json([]),
+    },
+    emptyText: /No fine-tuning jobs yet/,
   },
   {
     name: 'Policies',
