@@ -108,6 +108,19 @@ def test_tokens_carry_full_group_paths_and_the_gateway_audience(
     assert audience["access.token.claim"] == "true"
 
 
+def test_platform_client_reads_members_with_a_read_only_service_account(
+    realm: dict[str, Any],
+) -> None:
+    platform = _client(realm, "cove-platform")
+    assert platform["publicClient"] is False
+    assert platform["serviceAccountsEnabled"] is True
+    assert not platform["standardFlowEnabled"]
+    assert not platform["directAccessGrantsEnabled"]
+    assert "secret" not in platform  # Keycloak generates it on import
+    [account] = [u for u in realm["users"] if u.get("serviceAccountClientId") == "cove-platform"]
+    assert account["clientRoles"] == {"realm-management": ["query-groups", "view-users"]}
+
+
 def test_platform_admin_role_and_bu_groups(realm: dict[str, Any]) -> None:
     assert [r["name"] for r in realm["roles"]["realm"]] == ["platform-admin"]
     paths = _paths(realm["groups"])

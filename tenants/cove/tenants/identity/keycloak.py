@@ -32,6 +32,9 @@ from cove.tenants.principal import Role
 CONSOLE_CLIENT: Final = "cove-console"
 CLI_CLIENT: Final = "cove-cli"
 GATEWAY_CLIENT: Final = "cove-gateway"
+PLATFORM_CLIENT: Final = "cove-platform"
+# What the platform's service account may read through the Admin API (the members list).
+PLATFORM_ADMIN_API_ROLES: Final = ("query-groups", "view-users")
 
 _SLUG: Final = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 _HTTP_NOT_FOUND: Final = 404
@@ -135,6 +138,9 @@ def realm_json(
     - `cove-console`: public client, authorization code flow with PKCE (S256 required).
     - `cove-cli`: public client with the OAuth 2.0 device authorization grant (CLI and IDEs).
     - `cove-gateway`: bearer-only client that exists to be the access tokens' audience.
+    - `cove-platform`: confidential client whose service account reads groups and users
+      (realm-management `query-groups`, `view-users`) for the members API; Keycloak generates
+      its secret on import (the platform's `COVE_KEYCLOAK_CLIENT_SECRET`).
     Both public clients map `groups` (full paths) and `aud: cove-gateway` into access tokens;
     `realm_access.roles` comes from Keycloak's default `roles` client scope.
     """
@@ -173,6 +179,20 @@ def realm_json(
         "serviceAccountsEnabled": False,
         "attributes": {},
     }
+    platform = {
+        "clientId": PLATFORM_CLIENT,
+        "name": "Cove platform (reads groups and members)",
+        "enabled": True,
+        "protocol": "openid-connect",
+        "publicClient": False,
+        "clientAuthenticatorType": "client-secret",
+        "bearerOnly": False,
+        "standardFlowEnabled": False,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False,
+        "serviceAccountsEnabled": True,
+        "attributes": {},
+    }
     return {
         "realm": realm,
         "displayName": display_name,
@@ -192,7 +212,16 @@ def realm_json(
             ]
         },
         "groups": [bu_group_tree(bus)],
-        "clients": [console, cli, gateway],
+        "clients": [console, cli, gateway, platform],
+        # The service account of `cove-platform`, with read-only Admin API roles.
+        "users": [
+            {
+                "username": f"service-account-{PLATFORM_CLIENT}",
+                "enabled": True,
+                "serviceAccountClientId": PLATFORM_CLIENT,
+                "clientRoles": {"realm-management": list(PLATFORM_ADMIN_API_ROLES)},
+            }
+        ],
     }
 
 
