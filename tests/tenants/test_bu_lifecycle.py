@@ -265,3 +265,22 @@ async def test_an_immediate_deletion_sends_the_purge_and_cannot_be_restored(
 
 
 pytestmark = pytest.mark.usefixtures("world")
+
+
+async def test_an_immediate_deletion_stands_when_the_broker_is_down(
+    world: dict[str, Any], settings: Any
+) -> None:
+    from cove.platform.api.app import PlatformSettings, create_app
+    from cove.platform.local.procs import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(PlatformSettings(**{**settings.model_dump(), "redis_url": dead}))
+    admin = world["admin_key"]
+    bu = world["a"]["bu"].id
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://platform") as client:
+            assert (await export(client, bu, admin)).status_code == 200
+            resp = await delete(client, bu, admin, {"grace_days": 0})
+            assert resp.status_code == 202, resp.text
+            assert resp.json()["status"] == "deleting"

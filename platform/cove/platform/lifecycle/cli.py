@@ -12,6 +12,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -89,10 +90,10 @@ def delete(
     if purge_after <= datetime.now(UTC):
         tasks = create_celery(settings)
         try:
-            tasks.send_task(service.PURGE, args=[result["business_unit"]["id"]])
+            sent = service.send_purge(tasks, UUID(result["business_unit"]["id"]))
         finally:
             tasks.close()
-        result["purge"] = "sent"
+        result["purge"] = "sent" if sent else "left to the worker's sweep (no broker)"
     print_json(result)
 
 

@@ -71,8 +71,7 @@ async def request_business_unit_deletion(
         export_max_age=timedelta(hours=settings.bu_export_max_age_hours),
     )
     if bu.purge_after is not None and bu.purge_after <= datetime.now(UTC):
-        # Committed above; the worker purges it now rather than at the next sweep.
-        request.app.state.celery.send_task(service.PURGE, args=[str(bu_id)])
+        service.send_purge(request.app.state.celery, bu_id)
     return bu
 
 

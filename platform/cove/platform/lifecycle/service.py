@@ -33,6 +33,7 @@ from uuid import UUID
 
 import orjson
 import psycopg
+from celery import Celery
 
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.errors import CoveError
@@ -161,6 +162,17 @@ def _pack(stage: Path, archive: Path) -> tuple[str, int]:
 def _feed(digest: Any, handle: BinaryIO) -> None:
     while chunk := handle.read(1 << 20):
         digest.update(chunk)
+
+
+def send_purge(tasks: Celery, bu_id: UUID) -> bool:
+    """Ask a worker to purge the BU now (its deletion is committed). When the broker does not
+    answer the deletion stands all the same: the beat's sweep purges the BU on its next run."""
+    try:
+        tasks.send_task(PURGE, args=[str(bu_id)], retry=False, ignore_result=True)
+    except Exception:
+        log.warning("purge task not sent; the sweep will purge the BU", extra={"bu": str(bu_id)})
+        return False
+    return True
 
 
 # ---- the purge (worker side) --------------------------------------------------------------
