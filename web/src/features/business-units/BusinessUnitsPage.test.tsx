@@ -134,16 +134,22 @@ describe('BusinessUnitsPage', () => {
   });
 
   it('cancels a pending deletion after confirmation', async () => {
-    let bus: unknown[] = [{ ...BU, status: 'deleting', purge_after: '2026-12-12T10:00:00Z' }];
+    const later = new Date(Date.now() + 86_400_000).toISOString();
+    const past = new Date(Date.now() - 60_000).toISOString();
+    const gone = { ...BU, id: '3', slug: 'gone', status: 'deleting', purge_after: past };
+    let bus: unknown[] = [{ ...BU, status: 'deleting', purge_after: later }, gone];
     const { seen } = installFakeApi({
       'GET /api/v1/bus': () => json(bus),
       [`POST /api/v1/bus/${BU.id}/restore`]: () => {
-        bus = [BU];
+        bus = [BU, gone];
         return json(BU);
       },
     });
     renderAt('/business-units', '/business-units', <BusinessUnitsPage />);
-    expect(await screen.findByText('deleting')).toBeInTheDocument();
+    expect(await screen.findByText(/^purged after/)).toBeInTheDocument();
+    // Past its grace period a BU can no longer be restored: no button for it.
+    expect(screen.getByText('being purged')).toBeInTheDocument();
+    expect(screen.queryByRole('button', { name: 'Cancel deletion of gone' })).not.toBeInTheDocument();
     expect(screen.queryByRole('button', { name: 'Suspend demo' })).not.toBeInTheDocument();
     await userEvent.click(screen.getByRole('button', { name: 'Cancel deletion of demo' }));
     const dialog = await screen.findByRole('dialog', { name: 'Cancel deletion of demo' });

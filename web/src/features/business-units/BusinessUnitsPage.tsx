@@ -372,6 +372,11 @@ function CancelDeletion({ bu, onDone }: { bu: BusinessUnit; onDone: () => void }
   );
 }
 
+/** Past `purge_after` the purge may be under way: a restore is refused then. */
+function graceOver(bu: BusinessUnit): boolean {
+  return bu.purge_after != null && Date.parse(bu.purge_after) <= Date.now();
+}
+
 const STATUS_COLOR: Record<BusinessUnit['status'], string> = {
   active: 'green',
   suspended: 'orange',
@@ -431,7 +436,9 @@ export function BusinessUnitsPage() {
                       </Badge>
                       {bu.status === 'deleting' ? (
                         <Text size="xs" c="dimmed">
-                          {`purged after ${formatDateTime(bu.purge_after)}`}
+                          {graceOver(bu)
+                            ? 'being purged'
+                            : `purged after ${formatDateTime(bu.purge_after)}`}
                         </Text>
                       ) : null}
                     </Table.Td>
@@ -444,7 +451,11 @@ export function BusinessUnitsPage() {
                     <Table.Td>{bu.retention_days} days</Table.Td>
                     <Table.Td>{formatDateTime(bu.created_at)}</Table.Td>
                     <Table.Td>
-                      {bu.status === 'deleting' ? (
+                      {bu.status === 'deleting' && graceOver(bu) ? (
+                        <Text size="xs" c="dimmed">
+                          The grace period is over
+                        </Text>
+                      ) : bu.status === 'deleting' ? (
                         <Button
                           size="xs"
                           variant="light"
