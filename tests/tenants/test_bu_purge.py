@@ -275,3 +275,43 @@ async def test_after_the_purge_nothing_of_the_bu_remains(
     assert gone.status_code == 404
     listed = await control.get("/api/v1/bus", headers=admin)
     assert [bu["slug"] for bu in listed.json()] == ["bu-b"]
+
+
+async def test_the_beat_sweep_purges_a_bu_whose_grace_period_is_over(
+    world: dict[str, Any],
+    settings: CoveSettings,
+    owner_conn: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    """No purge task was sent (the broker was down when the deletion was asked for): the
+    worker's beat finds the BU past its grace period and purges it."""
+    from cove.platform.api.app import PlatformSettings, create_app
+    from cove.platform.local.procs import free_port
+
+    a = world["a"]
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(PlatformSettings(**{**settings.model_dump(), "redis_url": dead}))
+    admin = bearer(world["admin_key"])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://platform") as client:
+            exported = await client.get(f"/api/v1/bus/{a['bu'].id}/export", headers=admin)
+            assert exported.status_code == 200
+            asked = await client.post(
+                f"/api/v1/bus/{a['bu'].id}/deletion", json={"grace_days": 0}, headers=admin
+            )
+            assert asked.status_code == 202
+    data_dir = tmp_path / "finetune"
+    (data_dir / str(a["bu"].id) / "job-1").mkdir(parents=True)
+    (data_dir / str(a["bu"].id) / "job-1" / "train.jsonl").write_text("{}\n")
+    env = {"COVE_FINETUNE_DIR": str(data_dir), "COVE_BU_PURGE_CHECK_SECONDS": "1"}
+    with celery_worker(settings, tmp_path, env):
+        deadline = time.monotonic() + 60
+        while owner_conn.execute(
+            "SELECT count(*) FROM tenants WHERE id = %s", (a["bu"].id,)
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the sweep did not purge the BU within 60 s"
+            time.sleep(0.5)
+    assert traces(owner_conn, a["bu"].id, "bu-a") == {}
+    assert not (data_dir / str(a["bu"].id)).exists()
+    assert counts(owner_conn, world["b"]["bu"].id)["api_keys"] == 2
