@@ -7,7 +7,9 @@ not exercised: the pod's command is the same runner the local runtime tests run.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -246,6 +248,60 @@ async def test_a_vanished_job_is_lost_and_a_pending_one_is_deleted_on_cancel(
     assert await asyncio.to_thread(tasks.sweep, sync_db, SETTINGS, _no_start) == {"ended": 1}
     seen = await _seen(gpu_control, world, job["id"])
     assert (seen["status"], seen["reason"]["code"], seen["attempt"]) == ("failed", "lost", 2)
+
+
+async def test_a_job_whose_pod_never_starts_gives_its_gpus_back(
+    gpu_control: httpx.AsyncClient,
+    world: dict[str, Any],
+    sync_db: SyncDatabase,
+    cluster: FakeApiServer,
+) -> None:
+    """No node has a free GPU: the pod stays pending and the runner never reports. Past the
+    heartbeat timeout it is not `lost` (nothing ran); past the start timeout the Job is deleted
+    and the job fails as `not_started`, which gives its GPUs back to the BU's quota."""
+    job = await _job(gpu_control, world, gpus=2)
+    assert await asyncio.to_thread(tasks.launch, sync_db, SETTINGS, UUID(job["id"]), 1) == (
+        "started"
+    )
+    path = f"/apis/batch/v1/namespaces/cove-bu-bu-a/jobs/{k8s.job_name(job['id'], 1)}"
+    cluster.objects[path]["status"] = {"active": 1, "ready": 0}
+    quota = await gpu_control.patch(
+        f"/api/v1/bus/{world['a']['bu'].id}",
+        json={"gpu_quota": 2},
+        headers=bearer(world["admin_key"]),
+    )
+    assert quota.status_code == 200
+
+    async def second_job() -> httpx.Response:
+        return await gpu_control.post(
+            f"/api/v1/bus/{world['a']['bu'].id}/finetune-jobs",
+            json={
+                "name": "sdk-v2",
+                "repositories": [
+                    {"location": "https://git.acme.internal/sdk.git", "role": "sdk"},
+                    {"location": "https://git.acme.internal/apps.git", "role": "consumer"},
+                ],
+                "base_model": "coder-7b",
+                "gpus": 2,
+            },
+            headers=bearer(world["a"]["admin_key"]),
+        )
+
+    # The pending job holds its GPUs of the quota.
+    assert (await second_job()).status_code == 409
+    now = datetime.now(UTC)
+    late = now + timedelta(seconds=SETTINGS.finetune_heartbeat_timeout_seconds + 60)
+    sweep = functools.partial(tasks.sweep, sync_db, SETTINGS, _no_start)
+    assert await asyncio.to_thread(sweep, now=late) == {}
+    assert (await _seen(gpu_control, world, job["id"]))["status"] == "queued"
+
+    too_late = now + timedelta(seconds=SETTINGS.finetune_start_timeout_seconds + 60)
+    assert await asyncio.to_thread(sweep, now=too_late) == {"ended": 1}
+    assert path not in cluster.objects
+    seen = await _seen(gpu_control, world, job["id"])
+    assert (seen["status"], seen["reason"]["code"]) == ("failed", "not_started")
+    assert "no node with 2 free nvidia.com/gpu" in seen["reason"]["message"]
+    assert (await second_job()).status_code == 201
 
 
 async def test_an_unreachable_api_server_gives_the_start_back(

@@ -32,6 +32,10 @@ class FinetuneSettings(CoveSettings):
     finetune_heartbeat_timeout_seconds: float = Field(default=600.0, gt=0)
     # A queued job that no worker has started for this long is started by the sweep.
     finetune_start_grace_seconds: float = Field(default=30.0, gt=0)
+    # A Kubernetes Job whose pod has not started the training this long after its launch (no
+    # node with free GPUs, an image that cannot be pulled) is deleted and the job failed as
+    # `not_started`. Long enough for a GPU node pool to scale up.
+    finetune_start_timeout_seconds: float = Field(default=1800.0, gt=0)
     finetune_sweep_seconds: float = Field(default=15.0, gt=0)
 
     # Kubernetes runtime: the trainer image and where its Jobs run. A whole reference

@@ -222,9 +222,11 @@ def sweep(
                     count("crashed")
                 continue
         kubernetes = job.runtime == "kubernetes" and (job.worker_ref or "").startswith("k8s:")
-        if kubernetes and _sweep_kubernetes(db, job):
+        if kubernetes and _sweep_kubernetes(db, settings, job, now):
             count("ended")
             continue
+        if kubernetes and job.status == "queued":
+            continue  # its pod has not started the runner yet: the start timeout applies
         heartbeat = job.heartbeat_at or job.updated_at
         if now - heartbeat > timedelta(seconds=settings.finetune_heartbeat_timeout_seconds):
             _end(
@@ -239,16 +241,36 @@ def sweep(
     return counts
 
 
-def _sweep_kubernetes(db: SyncDatabase, job: JobRow) -> bool:
+def _sweep_kubernetes(
+    db: SyncDatabase, settings: FinetuneSettings, job: JobRow, now: datetime
+) -> bool:
     from cove.platform.deployments.k8s.client import KubernetesError
 
     key = _job_key(job, _slug(db, job))
+    timeout = settings.finetune_start_timeout_seconds
     try:
         outcome, detail = k8s.job_outcome(_applier().read_object(key))
         if job.cancel_requested and job.status == "queued" and outcome == "running":
             # Never started (no GPU free, say): the runner cannot see the flag.
             _applier().delete_object(key)
             _end(db, job, "cancelled", "cancelled", "cancelled before the training pod started")
+            return True
+        launched = job.heartbeat_at or job.updated_at
+        if (
+            job.status == "queued"
+            and outcome == "running"
+            and now - launched > timedelta(seconds=timeout)
+        ):
+            _applier().delete_object(key)
+            _end(
+                db,
+                job,
+                "failed",
+                "not_started",
+                f"the training pod did not start within {timeout:.0f} s of its launch: no node"
+                f" with {job.gpus} free {settings.finetune_gpu_resource} took it, or its image"
+                " cannot be pulled; its GPUs are given back, retry when GPUs are free",
+            )
             return True
     except KubernetesError:
         return False  # the API server is away; look again at the next sweep
