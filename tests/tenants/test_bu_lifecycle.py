@@ -284,3 +284,18 @@ async def test_an_immediate_deletion_stands_when_the_broker_is_down(
             resp = await delete(client, bu, admin, {"grace_days": 0})
             assert resp.status_code == 202, resp.text
             assert resp.json()["status"] == "deleting"
+
+
+async def test_the_export_reads_one_read_only_snapshot(db: Database, world: dict[str, Any]) -> None:
+    bu = world["a"]["bu"].id
+    async with db.tenant(bu, snapshot=True) as conn:
+        cur = await conn.execute("SHOW transaction_isolation")
+        assert await cur.fetchone() == ("repeatable read",)
+        first = await (await conn.execute("SELECT count(*) FROM usage_events")).fetchone()
+        # Written meanwhile by another transaction: not seen by this one.
+        await write_events(db, [event(bu, "completion.served", "late")])
+        again = await (await conn.execute("SELECT count(*) FROM usage_events")).fetchone()
+        assert first == again == (0,)
+    async with db.tenant(bu) as conn:
+        seen = await (await conn.execute("SELECT count(*) FROM usage_events")).fetchone()
+    assert seen == (1,)

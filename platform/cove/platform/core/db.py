@@ -70,8 +70,14 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def tenant(self, tenant_id: UUID) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def tenant(
+        self, tenant_id: UUID, *, snapshot: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """`snapshot`: a read-only transaction whose every query sees the same moment (an
+        export that reads many tables)."""
         async with self.pool.connection() as conn, conn.transaction():
+            if snapshot:
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             await conn.execute(
                 "SELECT set_config('cove.tenant_id', %s, true), set_config('cove.scope', '', true)",
                 (str(tenant_id),),

@@ -3,7 +3,8 @@
 - Export: an archive (`.tar.gz`) of everything the BU owns — its record, members, and every
   row of every tenant-owned table (read from the catalog, so new tables are included), with
   secret columns left out. Configuration goes under `config/`, usage events and rollups under
-  `metrics/`, one JSON object per line. Read in one BU-scoped transaction.
+  `metrics/`, one JSON object per line. Read in one BU-scoped, read-only snapshot, so every
+  file shows the same moment.
 - Deletion request and restore: `cove.tenants.bus.service` (the BU's state).
 - Purge, once the grace period is over (a Celery task): first everything of the BU that runs
   is stopped (instances deleted by the reconciler, adapters unloaded from shared instances,
@@ -91,7 +92,7 @@ async def export(db: Database, principal: Principal, bu_id: UUID, workdir: Path)
     (stage / "metrics").mkdir()
     rows: dict[str, int] = {}
     files: dict[str, str] = {}
-    async with db.tenant(bu_id) as conn:
+    async with db.tenant(bu_id, snapshot=True) as conn:
         for table in await repository.tenant_tables(conn):
             names = [c for c in await repository.columns(conn, table) if c not in SECRET_COLUMNS]
             relative = f"{_section(table)}/{table}.jsonl"
