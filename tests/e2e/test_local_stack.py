@@ -1,4 +1,6 @@
-"""`cove up` as a user runs it: the whole stack starts, serves, restarts and stops cleanly."""
+"""`cove up` as a user runs it: the whole stack starts, serves, restarts and stops cleanly.
+
+The model instance is the demo BU's deployment, run by the worker's local runtime driver."""
 
 from __future__ import annotations
 
@@ -83,7 +85,13 @@ def test_up_serves_completions_then_stops_and_restarts_cleanly(home: Path) -> No
     run_file = home / "state" / "run" / "stack.json"
     state = json.loads(run_file.read_text())
     pids = list(state["processes"].values())
-    assert set(state["processes"]) == {"redis", "vllm", "platform", "gateway", "worker", "beat"}
+    assert set(state["processes"]) == {"redis", "platform", "gateway", "worker", "beat"}
+    # vLLM is the demo deployment's instance, started by the worker's local runtime driver.
+    (record,) = (home / "state" / "runtime").glob("*/instance.json")
+    instance = json.loads(record.read_text())
+    assert pid_alive(instance["pid"])
+    pids.append(instance["pid"])
+    assert f"vLLM at http://127.0.0.1:{instance['port']}" in text
     key = _key(text)
     assert f"http://127.0.0.1:{gw}/v1" in text
     assert "curl" in text
@@ -101,23 +109,35 @@ def test_up_serves_completions_then_stops_and_restarts_cleanly(home: Path) -> No
         },
     )
     assert [b["slug"] for b in bus.json()] == ["demo"]
+    demo = bus.json()[0]["id"]
+    (deployment,) = httpx.get(
+        f"http://127.0.0.1:{pf}/api/v1/bus/{demo}/deployments",
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    assert (deployment["runtime"], deployment["status"]) == ("local", "ready")
+    assert deployment["endpoint_url"] == f"http://127.0.0.1:{instance['port']}"
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=90) == 0
     assert not run_file.exists()
     assert not any(pid_alive(pid) for pid in pids)
+    assert not record.exists()
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", gw)) != 0
 
     # Warm restart keeps the data and the demo key; `cove down` stops it from outside.
     proc2, text2, second = _start(home, gw, pf)
     assert _key(text2) == key
+    (again,) = (home / "state" / "runtime").glob("*/instance.json")
+    restarted = json.loads(again.read_text())
+    assert restarted["pid"] != instance["pid"]
     print(f"\nfirst start {first:.1f} s, warm restart {second:.1f} s")
     down = subprocess.run(
         [*COVE, "down"], env=_env(home, gw, pf), capture_output=True, text=True, timeout=120
     )
     assert down.returncode == 0, down.stderr
     assert proc2.wait(timeout=60) == 0
+    assert not pid_alive(restarted["pid"])
 
 
 def test_a_model_path_that_is_not_a_model_directory_fails_clearly(home: Path) -> None:

@@ -361,6 +361,34 @@ async def upsert(conn: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> 
     return UUID(str(row[0]))
 
 
+async def upsert_local(conn: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> UUID:
+    """Create the BU's deployment that the local runtime runs, or bring the one of that name
+    back to this desired state (the local stack's demo deployment, on every `cove up`). It is
+    `pending` until the reconciler has seen its process serve again."""
+    cur = await conn.execute(
+        "INSERT INTO model_deployments AS d (tenant_id, name, model_id, served_model_name,"
+        " endpoint_url, runtime, mode, spec, gpus, max_lora_rank, status)"
+        " VALUES (%(tenant_id)s, %(name)s, %(model_id)s, %(served_model_name)s,"
+        " %(endpoint_url)s, 'local', %(mode)s, %(spec)s, 0, %(max_lora_rank)s, 'pending')"
+        " ON CONFLICT (tenant_id, name) DO UPDATE SET model_id = EXCLUDED.model_id,"
+        " served_model_name = EXCLUDED.served_model_name,"
+        " endpoint_url = CASE WHEN d.runtime = 'local' THEN d.endpoint_url"
+        "   ELSE EXCLUDED.endpoint_url END,"
+        " generation = d.generation + CASE WHEN (d.model_id, d.runtime, d.mode, d.spec,"
+        "   d.desired_state) IS DISTINCT FROM (EXCLUDED.model_id, EXCLUDED.runtime,"
+        "   EXCLUDED.mode, EXCLUDED.spec, 'running') THEN 1 ELSE 0 END,"
+        " runtime = EXCLUDED.runtime, mode = EXCLUDED.mode, spec = EXCLUDED.spec,"
+        " gpus = EXCLUDED.gpus, max_lora_rank = EXCLUDED.max_lora_rank,"
+        " desired_state = 'running', status = 'pending', status_detail = NULL,"
+        " updated_at = now()"
+        " RETURNING id",
+        {**values, "spec": Jsonb(values["spec"])},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
 async def update_desired(
     conn: psycopg.AsyncConnection[Any],
     deployment_id: UUID,
@@ -665,3 +693,16 @@ def needing_reconcile(conn: psycopg.Connection[Any]) -> list[UUID]:
 
 def notify_routes_sync(conn: psycopg.Connection[Any], tenant_id: UUID | None) -> None:
     conn.execute("SELECT pg_notify(%s, %s)", (ROUTES_CHANNEL, str(tenant_id or "platform")))
+
+
+def observed_state(
+    conn: psycopg.Connection[Any], deployment_id: UUID
+) -> tuple[str, str | None, str, datetime | None] | None:
+    """(status, detail, endpoint, reconciled_at) of one deployment."""
+    cur = conn.execute(
+        "SELECT status, status_detail, endpoint_url, reconciled_at FROM model_deployments"
+        " WHERE id = %s",
+        (deployment_id,),
+    )
+    row = cur.fetchone()
+    return None if row is None else (str(row[0]), row[1], str(row[2]), row[3])

@@ -1,5 +1,6 @@
 """Demo data for the local stack: a platform admin, a demo BU with a member, its model
-deployment, and API keys. Idempotent: running it again keeps what exists."""
+deployment (run by the local runtime driver), and API keys. Idempotent: running it again keeps
+what exists."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from uuid import UUID
 from cove.platform.core.db import Database
 from cove.platform.core.settings import CoveSettings, InsecureSettingsError
 from cove.platform.deployments import repository as deployment_repository
+from cove.platform.deployments.k8s.spec import VllmOptions
+from cove.platform.deployments.schemas import InstanceSpec
 from cove.platform.models import repository as model_repository
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
@@ -20,6 +23,10 @@ from cove.tenants.keys.secrets import issue_key, split_key, verify_secret
 from cove.tenants.principal import Scope
 
 DEMO_BU = "demo"
+DEMO_DEPLOYMENT = "default"
+# The demo instance: one vLLM CPU process, multi-LoRA so the BU's adapters can be hot-loaded.
+DEMO_MAX_MODEL_LEN = 1024
+DEMO_MAX_LORA_RANK = 8
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class SeedResult:
     demo_key_is_new: bool
     admin_key: str
     model_name: str
+    deployment_id: UUID
 
 
 async def _key_still_valid(conn: Any, pepper: bytes, plaintext: str) -> bool:
@@ -62,7 +70,6 @@ async def seed_demo(
     model_location: str,
     fim_tokens: dict[str, str] | None,
     context_length: int | None,
-    endpoint_url: str,
 ) -> SeedResult:
     if settings.is_production:
         # A platform-admin key written to a file and a demo user are for a laptop only.
@@ -102,14 +109,25 @@ async def seed_demo(
                 fim_tokens=fim_tokens,
                 context_length=context_length,
             )
-            await deployment_repository.upsert(
+            spec = InstanceSpec(
+                gpus_per_replica=0,
+                vllm=VllmOptions(
+                    max_model_len=min(DEMO_MAX_MODEL_LEN, context_length or DEMO_MAX_MODEL_LEN),
+                    max_lora_rank=DEMO_MAX_LORA_RANK,
+                ),
+            )
+            deployment_id = await deployment_repository.upsert_local(
                 conn,
                 {
                     "tenant_id": bu.id,
-                    "name": "default",
+                    "name": DEMO_DEPLOYMENT,
                     "model_id": model_id,
                     "served_model_name": model_name,
-                    "endpoint_url": endpoint_url,
+                    # The worker's local runtime assigns the address when it starts vLLM.
+                    "endpoint_url": "http://127.0.0.1:0",
+                    "mode": "shared",
+                    "spec": spec.model_dump(mode="json"),
+                    "max_lora_rank": DEMO_MAX_LORA_RANK,
                 },
             )
             await conn.execute("SELECT pg_notify('cove_routes', %s)", (str(bu.id),))
@@ -161,4 +179,4 @@ async def seed_demo(
                 _write_secret_file(demo_file, demo_key)
     finally:
         await db.close()
-    return SeedResult(bu.id, demo_key, is_new, admin_key, model_name)
+    return SeedResult(bu.id, demo_key, is_new, admin_key, model_name, deployment_id)

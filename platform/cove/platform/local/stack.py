@@ -1,9 +1,11 @@
 """`cove up`: the whole stack on one machine, started in order, stopped cleanly.
 
-Postgres (a project-local cluster unless COVE_DATABASE_URL is given), migrations, Redis, a
-vLLM CPU server with a model, the platform API, the gateway, a Celery worker and beat. The
-supervisor records what it started in `<state>/run/stack.json`, so `cove down` (or the next
-`cove up` after a crash) can stop it.
+Postgres (a project-local cluster unless COVE_DATABASE_URL is given), migrations, Redis, the
+platform API, the gateway, a Celery worker and beat. The model instance is the demo BU's
+deployment: the worker's local runtime driver starts its vLLM CPU process, exactly as it runs
+any deployment created through the API, and the stack waits until the reconciler reports it
+ready. The supervisor records what it started in `<state>/run/stack.json`, so `cove down` (or
+the next `cove up` after a crash) can stop it, and the instances under `<state>/runtime`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import psycopg
 from pydantic import Field
 
 from cove.platform.core import migrate
+from cove.platform.core.db import SyncDatabase
 from cove.platform.core.settings import CoveSettings
 from cove.platform.local.postgres import INSTALL_HINT, LocalPostgres
 from cove.platform.local.procs import (
@@ -42,6 +45,7 @@ from cove.platform.local.procs import (
 from cove.platform.local.seed import SeedResult, seed_demo
 
 VLLM_VERSION = "0.32.0"
+RECONCILE_TASK = "deployment.reconcile"
 
 
 def default_cache_dir() -> Path:
@@ -88,6 +92,11 @@ class Stack:
     def run_file(self) -> Path:
         return self.home / "run" / "stack.json"
 
+    @property
+    def runtime_dir(self) -> Path:
+        """The local runtime's state: one directory per model instance the worker runs."""
+        return self.home / "runtime"
+
     # ---- start -------------------------------------------------------------------------
 
     def up(self) -> None:
@@ -103,14 +112,22 @@ class Stack:
             migrate.upgrade(database_url)
             redis_url = self._start_redis()
             model_dir, meta = self._model()
-            vllm_port = free_port()
-            vllm = self._start_vllm(model_dir, meta["name"], vllm_port)
+            vllm_python = self._vllm_python()
             env = {
                 **os.environ,
                 "COVE_DATABASE_URL": database_url,
                 "COVE_REDIS_URL": redis_url,
                 "COVE_SECRET_KEY": secret,
                 "COVE_EVENT_SPOOL_DIR": str(self.home / "spool" / "gateway"),
+                # The worker's local runtime driver runs the model instances.
+                "COVE_RUNTIME_STATE_DIR": str(self.runtime_dir),
+                "COVE_VLLM_PYTHON": str(vllm_python),
+                "COVE_VLLM_START_TIMEOUT": str(self.settings.vllm_start_timeout),
+                # Look again at a starting instance every second, so it is reported ready soon.
+                "COVE_REQUEUE_SECONDS": os.environ.get("COVE_REQUEUE_SECONDS", "1"),
+                "COVE_VLLM_CPU_KVCACHE_GIB": os.environ.get(
+                    "COVE_VLLM_CPU_KVCACHE_GIB", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+                ),
             }
             console = console_dir()
             if console is not None:
@@ -122,7 +139,6 @@ class Stack:
                 secret_key=secret,
             )
             self.echo("cove: seeding the demo business unit")
-            vllm_url = f"http://127.0.0.1:{vllm_port}"
             self.seed = asyncio.run(
                 seed_demo(
                     child_settings,
@@ -131,12 +147,31 @@ class Stack:
                     model_location=str(model_dir),
                     fim_tokens=meta.get("fim_tokens"),
                     context_length=meta.get("context_length"),
-                    endpoint_url=vllm_url,
                 )
             )
             self._write_env_file(env)
             py = sys.executable
             host = self.settings.bind_host
+            # The worker first: its local runtime starts vLLM while the services come up.
+            worker = self._spawn(
+                "worker",
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "cove.platform.worker",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "1",
+                    "--hostname",
+                    "cove@%h",
+                ],
+                env,
+            )
+            self._reconcile_now(child_settings)
             platform = self._spawn(
                 "platform",
                 [
@@ -176,28 +211,6 @@ class Stack:
             gw = f"http://127.0.0.1:{self.settings.gateway_port}"
             self._wait_http(platform, f"{base}/readyz", 60)
             self._wait_http(gateway, f"{gw}/healthz", 60)
-            self.echo("cove: waiting for vLLM to load the model")
-            self._wait_http(vllm, f"{vllm_url}/health", self.settings.vllm_start_timeout)
-            # The worker and beat start once the model answers, so the first health check
-            # records the instance as ready rather than as down.
-            worker = self._spawn(
-                "worker",
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "cove.platform.worker",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    "1",
-                    "--hostname",
-                    "cove@%h",
-                ],
-                env,
-            )
             beat = self._spawn(
                 "beat",
                 [
@@ -216,6 +229,8 @@ class Stack:
             )
             self._wait_log(worker, "ready.", 60)
             self._wait_log(beat, "beat: Starting", 30)
+            self.echo(f"cove: waiting for vLLM ({meta['name']}) to serve")
+            vllm_url = self._wait_for_instance(child_settings, worker)
             self.urls = {"console": base + "/", "platform": base, "gateway": gw, "vllm": vllm_url}
             self._write_run_file()
         except BaseException:
@@ -328,7 +343,7 @@ class Stack:
             build_tiny_model(model_dir)
         return model_dir, read_model_metadata(model_dir)
 
-    def _start_vllm(self, model_dir: Path, name: str, port: int) -> Child:
+    def _vllm_python(self) -> Path:
         python = self.settings.vllm_python or (
             self.settings.cache_dir / f"venv-vllm-{VLLM_VERSION}" / "bin" / "python"
         )
@@ -337,17 +352,50 @@ class Stack:
                 f"The vLLM environment is missing ({python}). Create it with "
                 "scripts/ensure-vllm.sh (`make up` does this), or set COVE_VLLM_PYTHON."
             )
-        env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-        }
-        self.echo(f"cove: starting vLLM ({name}) on port {port}")
-        return self._spawn("vllm", vllm_argv(Path(python), model_dir, name, port), env)
+        return Path(python).absolute()
+
+    def _reconcile_now(self, settings: CoveSettings) -> None:
+        """Queue the demo deployment's reconcile for the worker (the periodic sweep would too,
+        but only after its first interval)."""
+        from cove.platform.core.celery_app import create_celery
+
+        assert self.seed is not None
+        create_celery(settings).send_task(RECONCILE_TASK, args=[str(self.seed.deployment_id)])
+
+    def _wait_for_instance(self, settings: CoveSettings, worker: Child) -> str:
+        """Wait until the reconciler has seen the demo deployment's vLLM serve; returns its
+        URL."""
+        from cove.platform.deployments import repository as deployment_repository
+
+        assert self.seed is not None
+        deployment_id = self.seed.deployment_id
+        log_file = self.runtime_dir / str(deployment_id) / "vllm.log"
+        db = SyncDatabase(settings)
+        db.open()
+        found: dict[str, Any] = {}
+
+        def serving() -> bool:
+            with db.platform() as conn:
+                state = deployment_repository.observed_state(conn, deployment_id)
+            if state is None:
+                raise StackError("the demo deployment disappeared while the stack started")
+            found.update(status=state[0], detail=state[1], url=state[2])
+            return state[0] == "ready"
+
+        try:
+            wait_until(
+                serving,
+                timeout=self.settings.vllm_start_timeout,
+                what="vLLM (the demo deployment)",
+                alive=lambda: worker.popen.poll() is None,
+                log_file=log_file if log_file.exists() else worker.log_file,
+            )
+        except StackError as exc:
+            detail = found.get("detail") or "no detail yet"
+            raise StackError(f"{exc}\nThe deployment reports: {detail}") from None
+        finally:
+            db.close()
+        return str(found["url"])
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         log_file = self.home / "logs" / f"{name}.log"
@@ -383,6 +431,7 @@ class Stack:
             "supervisor": os.getpid(),
             "processes": {c.name: c.popen.pid for c in self.children},
             "postgres_data": str(self.postgres.data_dir) if self.postgres else None,
+            "runtime_dir": str(self.runtime_dir),
             "urls": self.urls,
         }
         self.run_file.write_text(json.dumps(state, indent=2))
@@ -427,6 +476,7 @@ class Stack:
             stop_process_group(child.popen.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.popen.wait(timeout=5)
+        stop_instances(self.runtime_dir)
         if self.postgres is not None:
             self.postgres.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -522,10 +572,24 @@ def clear_stale_run(home: Path, echo: Callable[[str], None]) -> None:
     run_file.unlink()
 
 
+def stop_instances(runtime_dir: Path) -> None:
+    """Stop the vLLM processes the worker's local runtime started (they run in sessions of
+    their own, so stopping the worker leaves them), and forget them: the next `cove up` starts
+    each afresh instead of treating the stop as a crash to back off from."""
+    for record in runtime_dir.glob("*/instance.json"):
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            pid = int(json.loads(record.read_text())["pid"])
+            if pid_alive(pid):
+                stop_process_group(pid, grace=15)
+        record.unlink(missing_ok=True)
+
+
 def stop_recorded(state: dict[str, Any]) -> None:
     for pid in reversed(list((state.get("processes") or {}).values())):
         if pid_alive(int(pid)):
             stop_process_group(int(pid))
+    if state.get("runtime_dir"):
+        stop_instances(Path(state["runtime_dir"]))
     data = state.get("postgres_data")
     if data:
         LocalPostgres(Path(data)).stop()
