@@ -422,3 +422,59 @@ async def test_a_job_cancelled_while_its_runner_trains_ends_cancelled(
     # The runner process exits by itself.
     pid = _runner_pid(sync_db, job["id"])
     await _until("the runner exits", lambda: asyncio.to_thread(lambda: not tasks._running(pid)), 30)
+
+
+async def test_an_error_inside_the_runner_fails_the_job_as_crashed(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    sync_db: SyncDatabase,
+    finetune_settings: FinetuneSettings,
+    tiny_model: Path,
+    sources: dict[str, Path],
+) -> None:
+    await register_base(control, world, location=str(tiny_model))
+    job = await _queue(control, world, sources["sdk"], sources["consumers"])
+    # The training directory is not what the trainer expects (a broken volume, say): an
+    # error that is not one of the pipeline's own.
+    job_dir = finetune_settings.finetune_dir.resolve() / str(world["a"]["bu"].id) / job["id"]
+    (job_dir / "training" / "metrics.jsonl").mkdir(parents=True)
+    status = await asyncio.to_thread(runner.execute, finetune_settings, sync_db, UUID(job["id"]), 1)
+    assert status == "failed"
+    seen = await _ended_without_adapter(control, world, job["id"], "failed", "crashed")
+    assert seen["reason"]["message"].startswith("IsADirectoryError")
+    assert seen["dataset_hash"]  # it got as far as the dataset
+
+
+async def test_an_adapter_the_catalog_refuses_at_the_end_is_not_registered(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    sync_db: SyncDatabase,
+    finetune_settings: FinetuneSettings,
+    tiny_model: Path,
+    sources: dict[str, Path],
+) -> None:
+    await register_base(control, world, location=str(tiny_model))
+    # A gate any adapter passes, so the run reaches registration.
+    job = await _queue(
+        control,
+        world,
+        sources["sdk"],
+        sources["consumers"],
+        hyperparameters={**QUICK, "max_steps": 3},
+        gate={
+            "min_sdk_recall_gain": -1.0,
+            "min_edit_similarity_gain": -1.0,
+            "max_syntax_validity_drop": 1.0,
+        },
+        adapter_name="ledgerlink-v1",
+    )
+    # Meanwhile a platform admin gave the name to another model.
+    await register_base(control, world, name="ledgerlink-v1", location=str(tiny_model), grant=())
+    status = await asyncio.to_thread(runner.execute, finetune_settings, sync_db, UUID(job["id"]), 1)
+    assert status == "failed"
+    seen = await _ended_without_adapter(control, world, job["id"], "failed", "model_exists")
+    assert seen["evaluation"]["gate"]["passed"] is True
+    log = await _log(control, world, job["id"])
+    assert "the catalog refused the adapter" in log[-1]
+    job_dir = finetune_settings.finetune_dir.resolve() / str(world["a"]["bu"].id) / job["id"]
+    assert not (job_dir / "registry.json").exists()

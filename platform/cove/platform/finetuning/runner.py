@@ -12,6 +12,7 @@ registered otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from uuid import UUID
 
 from cove.finetune.dataset import DatasetConfig
 from cove.finetune.evaluate import PromotionGate
-from cove.finetune.pipeline import RunConfig, RunResult, run_pipeline
+from cove.finetune.pipeline import RUN_FILE, RunConfig, RunResult, run_pipeline
 from cove.finetune.registry import AdapterRecord
 from cove.finetune.sources import RepoSpec
 from cove.finetune.train import Hyperparameters
@@ -321,17 +322,29 @@ def execute(settings: FinetuneSettings, db: SyncDatabase, job_id: UUID, attempt:
         _finish(
             reporter,
             "failed",
-            {"reason": {"code": refused.error.error_code, "message": refused.error.message}},
+            {
+                "reason": {"code": refused.error.error_code, "message": refused.error.message},
+                "eta_seconds": None,
+                # What the run reached, so the job shows the evaluation it was refused after.
+                **_last_run(config),
+            },
         )
-        reporter.log("error", f"the catalog refused the adapter: {refused.error.message}")
+        reporter.log(
+            "error",
+            f"failed ({refused.error.error_code}): the catalog refused the adapter:"
+            f" {refused.error.message}",
+        )
         return "failed"
     except Exception as exc:  # a crash ends the job with its reason
         _finish(
             reporter,
             "failed",
-            {"reason": {"code": "crashed", "message": f"{type(exc).__name__}: {exc}"}},
+            {
+                "reason": {"code": "crashed", "message": f"{type(exc).__name__}: {exc}"},
+                "eta_seconds": None,
+            },
         )
-        reporter.log("error", f"crashed: {type(exc).__name__}: {exc}")
+        reporter.log("error", f"failed (crashed): {type(exc).__name__}: {exc}")
         return "failed"
     final: dict[str, Any] = {
         "progress": round(result.progress, 1),
@@ -355,6 +368,17 @@ def execute(settings: FinetuneSettings, db: SyncDatabase, job_id: UUID, attempt:
             f"{result.state} ({reason.get('code')}): {reason.get('message')}",
         )
     return result.state
+
+
+def _last_run(config: RunConfig) -> dict[str, Any]:
+    """The evaluation and dataset hash the pipeline last wrote to its run file, if any."""
+    try:
+        run = json.loads((config.out_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(run, dict):
+        return {}
+    return {key: run[key] for key in ("evaluation", "dataset_hash") if run.get(key) is not None}
 
 
 class _CatalogRefused(Exception):
