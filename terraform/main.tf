@@ -34,9 +34,10 @@ locals {
   realm_name = var.create_keycloak_realm ? keycloak_realm.cove[0].realm : data.keycloak_realm.existing[0].realm
   issuer_url = "${var.keycloak_url}/realms/${local.realm_name}"
 
-  console_client_id = "cove-console"
-  cli_client_id     = "cove-cli"
-  gateway_client_id = "cove-gateway"
+  console_client_id  = "cove-console"
+  cli_client_id      = "cove-cli"
+  gateway_client_id  = "cove-gateway"
+  platform_client_id = "cove-platform"
 
   app_secret_name  = "${var.release_name}-app-secrets"
   oidc_secret_name = "${var.release_name}-oidc"
@@ -105,6 +106,11 @@ locals {
       cliClientId     = local.cli_client_id
       existingSecret  = local.oidc_secret_name
       clientSecretKey = "client-secret"
+      members = {
+        enabled         = true
+        clientId        = local.platform_client_id
+        clientSecretKey = "platform-client-secret"
+      }
     }
     ingress = {
       enabled   = true
@@ -226,7 +232,8 @@ resource "kubernetes_secret_v1" "oidc" {
   type = "Opaque"
 
   data = {
-    "client-secret" = keycloak_openid_client.gateway.client_secret
+    "client-secret"          = keycloak_openid_client.gateway.client_secret
+    "platform-client-secret" = keycloak_openid_client.platform.client_secret
   }
 }
 
@@ -321,6 +328,35 @@ resource "keycloak_openid_client" "gateway" {
   implicit_flow_enabled        = false
   direct_access_grants_enabled = false
   service_accounts_enabled     = false
+}
+
+# The platform reads each business unit's members (the /cove/<bu>/... groups) through the Admin
+# REST API as this client's service account: read-only realm-management roles, nothing else.
+resource "keycloak_openid_client" "platform" {
+  realm_id  = local.realm_id
+  client_id = local.platform_client_id
+  name      = "Cove platform (members list)"
+  enabled   = true
+
+  access_type                  = "CONFIDENTIAL"
+  standard_flow_enabled        = false
+  implicit_flow_enabled        = false
+  direct_access_grants_enabled = false
+  service_accounts_enabled     = true
+}
+
+data "keycloak_openid_client" "realm_management" {
+  realm_id  = local.realm_id
+  client_id = "realm-management"
+}
+
+resource "keycloak_openid_client_service_account_role" "platform" {
+  for_each = toset(["query-groups", "view-users"])
+
+  realm_id                = local.realm_id
+  service_account_user_id = keycloak_openid_client.platform.service_account_user_id
+  client_id               = data.keycloak_openid_client.realm_management.id
+  role                    = each.value
 }
 
 resource "keycloak_openid_audience_protocol_mapper" "gateway_audience" {

@@ -71,3 +71,8 @@ output "app_secret_name" {
   description = "Secret holding Cove's secret key and database/Redis credentials (back it up: the secret key peppers every API key)."
   value       = kubernetes_secret_v1.app.metadata[0].name
 }
+
+output "platform_client_id" {
+  description = "Confidential client whose service account reads business units' members (Keycloak Admin API, read-only)."
+  value       = keycloak_openid_client.platform.client_id
+}

@@ -107,6 +107,31 @@ INVALID_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         {"reconciler": {"kubernetes": {"apiUrl": "http://gpu-cluster.corp:6443"}}},
         "/reconciler/kubernetes/apiUrl",
     ),
+    "members list without oidc": (
+        {"oidc": {"members": {"enabled": True}}},
+        "/oidc/enabled",
+    ),
+    "members list without the client secret": (
+        {
+            "oidc": {
+                "enabled": True,
+                "issuerUrl": "https://sso.corp/realms/cove",
+                "members": {"enabled": True},
+            }
+        },
+        "/oidc/existingSecret",
+    ),
+    "members list with an issuer that names no realm": (
+        {
+            "oidc": {
+                "enabled": True,
+                "issuerUrl": "https://sso.corp/oauth2",
+                "existingSecret": "cove-oidc",
+                "members": {"enabled": True},
+            }
+        },
+        "/oidc/issuerUrl",
+    ),
     "negative shared-instance gpu ceiling": (
         {"modelServing": {"sharedInstances": {"gpuQuota": -1}}},
         "/modelServing/sharedInstances/gpuQuota",

@@ -341,11 +341,29 @@ RuntimeSettings, FinetuneSettings); tests/deploy/test_chart_settings.py checks t
 the rendered values with those classes.
 */}}
 
-{{/* The platform API only: how the console signs in (PlatformSettings). */}}
+{{/*
+The platform API only (PlatformSettings): how the console signs in, and the Keycloak Admin API
+the members list reads (its URL and realm split from the issuer, <url>/realms/<realm>).
+*/}}
 {{- define "cove.platformEnv" -}}
-{{- if .Values.oidc.enabled }}
+{{- $oidc := .Values.oidc }}
+{{- if $oidc.enabled }}
 - name: COVE_CONSOLE_OIDC_CLIENT_ID
-  value: {{ .Values.oidc.consoleClientId | quote }}
+  value: {{ $oidc.consoleClientId | quote }}
+{{- if $oidc.members.enabled }}
+{{- $parts := splitList "/realms/" $oidc.issuerUrl }}
+- name: COVE_KEYCLOAK_URL
+  value: {{ first $parts | quote }}
+- name: COVE_KEYCLOAK_REALM
+  value: {{ last $parts | quote }}
+- name: COVE_KEYCLOAK_CLIENT_ID
+  value: {{ $oidc.members.clientId | quote }}
+- name: COVE_KEYCLOAK_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $oidc.existingSecret | quote }}
+      key: {{ $oidc.members.clientSecretKey | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
