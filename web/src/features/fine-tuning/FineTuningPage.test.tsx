@@ -169,6 +169,10 @@ describe('FineTuningPage', () => {
     expect(detail).toHaveTextContent('Promotion gate:passed');
     expect(detail).toHaveTextContent('80 held-out examples, 74 of them at SDK call sites');
     expect(detail).toHaveTextContent('registered in the catalog');
+    expect(within(detail).getByRole('link', { name: 'Models & deployments' })).toHaveAttribute(
+      'href',
+      `/deployments?bu=${BU.id}`,
+    );
     expect(detail).toHaveTextContent('https://git.acme.internal/payments.git');
     expect(detail).toHaveTextContent('credentials from acme-git');
 

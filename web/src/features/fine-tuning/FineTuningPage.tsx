@@ -1,5 +1,6 @@
 import {
   Alert,
+  Anchor,
   Badge,
   Button,
   Card,
@@ -19,7 +20,7 @@ import {
 import { notifications } from '@mantine/notifications';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
-import { useSearchParams } from 'react-router-dom';
+import { Link, useSearchParams } from 'react-router-dom';
 import { api, call, type BusinessUnit, type Schemas } from '../../api/client';
 import { useBuModels } from '../../api/queries';
 import { WithBu } from '../../components/CurrentBu';
@@ -440,7 +441,10 @@ function JobDetail({ bu, jobId, onClose }: { bu: BusinessUnit; jobId: string; on
             {j.adapter_name}
             {j.adapter_model_id ? (
               <Text size="xs" c="green">
-                registered in the catalog
+                registered in the catalog; attach it to a deployment on{' '}
+                <Anchor component={Link} to={`/deployments?bu=${bu.id}`} size="xs">
+                  Models &amp; deployments
+                </Anchor>
               </Text>
             ) : (
               <Text size="xs" c="dimmed">
