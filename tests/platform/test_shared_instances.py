@@ -361,3 +361,65 @@ async def test_deletion_waits_for_the_bus_and_every_step_is_audited(
         ("deployment.adapter_unload", "shared-instance:tiny-shared"),
         ("shared_instance.delete", "shared-instance:tiny-shared"),
     ]
+
+
+async def test_the_platform_scales_a_shared_instance_and_the_adapters_on_it_must_still_fit(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    catalog: dict[str, Any],
+    upstream: tuple[FakeVllm, ServerThread, list[str]],
+    sync_db: SyncDatabase,
+) -> None:
+    _, server, _ = upstream
+    created = await _create_shared(
+        control,
+        world,
+        {
+            "name": "tiny-shared",
+            "model": "cove-tiny",
+            "endpoint_url": server.url,
+            "vllm": {"max_lora_rank": 16},
+        },
+    )
+    instance = created.json()
+    assert (await _attach(control, world, "a", instance["id"], "a-sdk")).status_code == 202
+    path = f"{SHARED}/{instance['id']}"
+    admin = bearer(world["admin_key"])
+
+    by_bu = await control.patch(
+        path, json={"generation": 1, "replicas": 2}, headers=bearer(world["a"]["admin_key"])
+    )
+    assert by_bu.status_code == 403
+    too_small = await control.patch(
+        path, json={"generation": 1, "vllm": {"max_lora_rank": 1}}, headers=admin
+    )
+    assert (too_small.status_code, too_small.json()["error"]["code"]) == (
+        409,
+        "adapter_rank_too_high",
+    )
+    assert "a-sdk" in too_small.json()["error"]["message"]
+
+    scaled = await control.patch(
+        path,
+        json={"generation": 1, "replicas": 2, "gpus_per_replica": 1, "vllm": {"max_lora_rank": 8}},
+        headers=admin,
+    )
+    assert scaled.status_code == 200, scaled.text
+    assert (scaled.json()["generation"], scaled.json()["gpus"]) == (2, 2)
+    assert scaled.json()["max_lora_rank"] == 8
+    stale = await control.patch(path, json={"generation": 1, "replicas": 3}, headers=admin)
+    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "generation_conflict")
+
+    # Two more GPUs for the platform; none for the BUs whose adapters run there.
+    for slug in ("a", "b"):
+        capacity = await control.get(
+            f"/api/v1/bus/{world[slug]['bu'].id}/capacity",
+            headers=bearer(world[slug]["admin_key"]),
+        )
+        assert capacity.json()["gpus_in_use"] == 0
+    audit = await control.get(
+        "/api/v1/audit", params={"action": "shared_instance.update"}, headers=admin
+    )
+    [entry] = audit.json()["entries"]
+    assert entry["target"] == "shared-instance:tiny-shared"
+    assert entry["diff"]["generation"] == [1, 2]

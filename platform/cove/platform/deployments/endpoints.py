@@ -20,6 +20,7 @@ from cove.platform.deployments.schemas import (
     DeploymentUpdate,
     SharedInstance,
     SharedInstanceCreate,
+    SharedInstanceUpdate,
 )
 from cove.tenants.http import AdminReader, AdminWriter, Db
 
@@ -185,6 +186,20 @@ async def create_shared_instance(
 async def get_shared_instance(instance_id: UUID, principal: AdminReader, db: Db) -> Deployment:
     """One shared base instance (platform admins)."""
     return await service.get_shared_instance(db, principal, instance_id)
+
+
+@platform_router.patch("/{instance_id}")
+async def update_shared_instance(
+    instance_id: UUID,
+    body: SharedInstanceUpdate,
+    principal: AdminWriter,
+    db: Db,
+    tasks: Tasks,
+) -> Deployment:
+    """Scale or reshape a shared instance (platform admins). `generation` must be the one you
+    read (409 `generation_conflict`); a `max_lora_rank` below an adapter on it is refused (409
+    `adapter_rank_too_high`)."""
+    return await service.update_shared_instance(db, principal, instance_id, body, tasks)
 
 
 @platform_router.delete("/{instance_id}", status_code=status.HTTP_202_ACCEPTED)

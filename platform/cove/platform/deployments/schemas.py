@@ -181,6 +181,17 @@ class SharedInstanceCreate(_InstanceFields):
     )
 
 
+class SharedInstanceUpdate(_InstanceFields):
+    model_config = ConfigDict(extra="forbid")
+
+    generation: int = Field(
+        ge=1,
+        le=2**31 - 1,
+        description="The generation you read; a newer one means someone else changed it",
+    )
+    endpoint_url: AnyHttpUrl | None = Field(default=None, description="runtime external only")
+
+
 class SharedInstance(BaseModel):
     """A shared base instance as a BU sees it: its state and the BU's own adapters on it."""
 

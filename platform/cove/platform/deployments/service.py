@@ -43,6 +43,7 @@ from cove.platform.deployments.schemas import (
     InstanceSpec,
     SharedInstance,
     SharedInstanceCreate,
+    SharedInstanceUpdate,
 )
 from cove.platform.models import service as models
 from cove.platform.models.locations import LocationProblem, inspect_adapter, location_kind
@@ -512,52 +513,11 @@ async def update_deployment(
             raise NotFound("No such deployment", code="deployment_not_found")
         if row.desired_state != "running":
             raise Conflict("The deployment is being deleted", code="deployment_deleting")
-        if row.generation != data.generation:
-            raise _generation_conflict(row, data.generation)
         current = InstanceSpec.model_validate(row.spec)
-        fields = {k: getattr(data, k) for k in _INSTANCE_FIELDS if k in data.model_fields_set}
-        if any(value is None for key, value in fields.items() if key != "gpu_type"):
-            raise ValidationFailed(
-                "Only gpu_type and fallback_deployment may be set to null",
-                code="invalid_deployment_spec",
-            )
-        spec = _spec_from(fields, row.runtime, current)
-        endpoint = row.endpoint_url
-        if "endpoint_url" in data.model_fields_set:
-            if row.runtime != "external" or data.endpoint_url is None:
-                raise ValidationFailed(
-                    "endpoint_url: only an external deployment's address can be changed",
-                    code="invalid_deployment_spec",
-                    param="endpoint_url",
-                )
-            endpoint = str(data.endpoint_url).rstrip("/")
-        model = await models.find_visible(conn, row.model)
-        assert model is not None
-        _check_spec(
-            runtime=row.runtime,
-            mode=row.mode,
-            name=row.name,
-            bu_slug=limits.slug,
-            model=model,
-            served_model_name=row.served_model_name,
-            spec=spec,
-            endpoint_url=endpoint if row.runtime == "external" else None,
-        )
+        spec, endpoint = await _changed_instance(conn, row, data, limits.slug)
         fallback = row.fallback_deployment_id
         if "fallback_deployment" in data.model_fields_set:
             fallback = await _fallback_id(conn, tenant_id, data.fallback_deployment, row.name)
-        if spec.vllm.max_lora_rank is not None and row.mode == "shared":
-            too_big = [
-                a.model
-                for a in (await repository.adapters_of(conn, [row.id]))[row.id]
-                if a.rank is not None and a.rank > spec.vllm.max_lora_rank
-            ]
-            if too_big:
-                raise Conflict(
-                    f"vllm.max_lora_rank {spec.vllm.max_lora_rank} is below the rank of"
-                    f" adapters on the deployment: {', '.join(too_big)}",
-                    code="adapter_rank_too_high",
-                )
         used = await repository.usage(conn, tenant_id, excluding=row.id)
         _admit(
             limits,
@@ -614,6 +574,61 @@ async def update_deployment(
     if outbox is not None:
         await send(outbox)
     return updated
+
+
+async def _changed_instance(
+    conn: psycopg.AsyncConnection[Any],
+    row: DeploymentRow,
+    data: DeploymentUpdate | SharedInstanceUpdate,
+    bu_slug: str,
+) -> tuple[InstanceSpec, str]:
+    """The instance's new spec and address, checked like a new one, before anything is
+    written; the adapters already on it must still fit."""
+    if row.generation != data.generation:
+        raise _generation_conflict(row, data.generation)
+    current = InstanceSpec.model_validate(row.spec)
+    fields = {k: getattr(data, k) for k in _INSTANCE_FIELDS if k in data.model_fields_set}
+    if any(value is None for key, value in fields.items() if key != "gpu_type"):
+        raise ValidationFailed(
+            "Only gpu_type and fallback_deployment may be set to null",
+            code="invalid_deployment_spec",
+        )
+    spec = _spec_from(fields, row.runtime, current)
+    endpoint = row.endpoint_url
+    if "endpoint_url" in data.model_fields_set:
+        if row.runtime != "external" or data.endpoint_url is None:
+            raise ValidationFailed(
+                "endpoint_url: only an external deployment's address can be changed",
+                code="invalid_deployment_spec",
+                param="endpoint_url",
+            )
+        endpoint = str(data.endpoint_url).rstrip("/")
+    model = await models.find_visible(conn, row.model)
+    assert model is not None
+    _check_spec(
+        runtime=row.runtime,
+        mode=row.mode,
+        name=row.name,
+        bu_slug=bu_slug,
+        model=model,
+        served_model_name=row.served_model_name,
+        spec=spec,
+        endpoint_url=endpoint if row.runtime == "external" else None,
+        shared_across_bus=row.tenant_id is None,
+    )
+    if spec.vllm.max_lora_rank is not None and row.mode == "shared":
+        too_big = [
+            a.model
+            for a in (await repository.adapters_of(conn, [row.id]))[row.id]
+            if a.rank is not None and a.rank > spec.vllm.max_lora_rank
+        ]
+        if too_big:
+            raise Conflict(
+                f"vllm.max_lora_rank {spec.vllm.max_lora_rank} is below the rank of"
+                f" adapters on the deployment: {', '.join(too_big)}",
+                code="adapter_rank_too_high",
+            )
+    return spec, endpoint
 
 
 def _generation_conflict(row: DeploymentRow, given: int) -> Conflict:
@@ -988,6 +1003,60 @@ async def create_shared_instance(
     if outbox is not None:
         await send(outbox)
     return created
+
+
+async def update_shared_instance(
+    db: Database,
+    principal: Principal,
+    instance_id: UUID,
+    data: SharedInstanceUpdate,
+    tasks: Celery | None = None,
+) -> Deployment:
+    """Scale or reshape a shared instance; the BUs' adapters on it must still fit."""
+    _platform_admin(principal)
+    outbox = outbox_for(tasks)
+    async with db.platform() as conn:
+        row = await repository.get_shared(conn, instance_id)
+        if row is None:
+            raise NotFound("No such shared instance", code="shared_instance_not_found")
+        if row.desired_state != "running":
+            raise Conflict("The shared instance is being deleted", code="deployment_deleting")
+        current = InstanceSpec.model_validate(row.spec)
+        spec, endpoint = await _changed_instance(conn, row, data, PLATFORM_SLUG)
+        generation = await repository.update_desired(
+            conn,
+            row.id,
+            data.generation,
+            {
+                "spec": spec.model_dump(mode="json"),
+                "gpus": spec.gpus,
+                "max_lora_rank": _max_lora_rank(spec),
+                "endpoint_url": endpoint,
+                "fallback_deployment_id": None,
+            },
+        )
+        if generation is None:
+            raise _generation_conflict(row, data.generation)
+        changes = audit.diff(
+            {"spec": _summary(current), "endpoint_url": row.endpoint_url},
+            {"spec": _summary(spec), "endpoint_url": endpoint},
+        )
+        changes["generation"] = [row.generation, generation]
+        await audit.record(
+            conn,
+            actor=principal.username,
+            action="shared_instance.update",
+            tenant_id=None,
+            target=f"shared-instance:{row.name}",
+            changes=changes,
+        )
+        await repository.notify_routes(conn, None)
+        if outbox is not None:
+            outbox.add(RECONCILE, row.id)
+        updated = await _load_shared(conn, row.id)
+    if outbox is not None:
+        await send(outbox)
+    return updated
 
 
 async def delete_shared_instance(

@@ -1010,7 +1010,13 @@ export interface paths {
         delete: operations["delete_shared_instance_api_v1_shared_instances__instance_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update Shared Instance
+         * @description Scale or reshape a shared instance (platform admins). `generation` must be the one you
+         *     read (409 `generation_conflict`); a `max_lora_rank` below an adapter on it is refused (409
+         *     `adapter_rank_too_high`).
+         */
+        patch: operations["update_shared_instance_api_v1_shared_instances__instance_id__patch"];
         trace?: never;
     };
     "/api/v1/version": {
@@ -2885,6 +2891,46 @@ export interface components {
              * @description Name the instance serves; defaults to `model`
              */
             served_model_name?: string | null;
+            /** Shm Size */
+            shm_size?: string | null;
+            /** Tolerations */
+            tolerations?: components["schemas"]["Toleration"][] | null;
+            /** @description max_model_len, enable_prefix_caching, speculative_decoding, tensor_parallel_size, max_loras, max_lora_rank, extra_args */
+            vllm?: components["schemas"]["VllmOptions"] | null;
+        };
+        /** SharedInstanceUpdate */
+        SharedInstanceUpdate: {
+            /**
+             * Endpoint Url
+             * @description runtime external only
+             */
+            endpoint_url?: string | null;
+            /**
+             * Generation
+             * @description The generation you read; a newer one means someone else changed it
+             */
+            generation: number;
+            /** Gpu Type */
+            gpu_type?: string | null;
+            /**
+             * Gpus Per Replica
+             * @description Default 1 on Kubernetes, 0 elsewhere (CPU only)
+             */
+            gpus_per_replica?: number | null;
+            /** Labels */
+            labels?: {
+                [key: string]: string;
+            } | null;
+            /** Node Selector */
+            node_selector?: {
+                [key: string]: string;
+            } | null;
+            /**
+             * Replicas
+             * @description Default 1
+             */
+            replicas?: number | null;
+            resources?: components["schemas"]["Resources"] | null;
             /** Shm Size */
             shm_size?: string | null;
             /** Tolerations */
@@ -5038,6 +5084,41 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deployment"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_shared_instance_api_v1_shared_instances__instance_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                instance_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SharedInstanceUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
