@@ -77,3 +77,45 @@ def test_render_is_part_of_the_deployments_commands(tmp_path: Path) -> None:
     result = CliRunner().invoke(deployments_app, ["render", "--spec", str(spec)])
     assert result.exit_code == 0, result.output
     assert "kind: Deployment" in result.stdout
+
+
+def test_shared_instances_from_the_terminal(
+    cli_env: None, world: dict[str, Any], tiny_model: Path
+) -> None:
+    runner = CliRunner()
+    runner.invoke(models_app, ["add", "cove-tiny", "--location", str(tiny_model)])
+    with ServerThread(FakeVllm().app()) as instance:
+        created = runner.invoke(
+            deployments_app,
+            [
+                "shared",
+                "create",
+                "tiny-shared",
+                "--model",
+                "cove-tiny",
+                "--endpoint-url",
+                instance.url,
+                "--max-lora-rank",
+                "16",
+            ],
+        )
+        assert created.exit_code == 0, created.output
+        shown = orjson.loads(created.stdout)
+        assert (shown["tenant_id"], shown["mode"], shown["max_lora_rank"]) == (None, "shared", 16)
+    unknown = runner.invoke(
+        deployments_app,
+        ["shared", "create", "other", "--model", "ghost", "--endpoint-url", "http://127.0.0.1:9"],
+    )
+    assert unknown.exit_code == 1
+    assert "model_not_found" in unknown.stderr
+    bad = runner.invoke(deployments_app, ["shared", "create", "Bad Name", "--model", "cove-tiny"])
+    assert bad.exit_code == 2
+    assert "name" in bad.stderr
+    listed = runner.invoke(deployments_app, ["shared", "list"])
+    assert [d["name"] for d in orjson.loads(listed.stdout)] == ["tiny-shared"]
+    deleted = runner.invoke(deployments_app, ["shared", "delete", "tiny-shared"])
+    assert deleted.exit_code == 0, deleted.output
+    assert orjson.loads(deleted.stdout)["desired_state"] == "deleted"
+    missing = runner.invoke(deployments_app, ["shared", "delete", "nope"])
+    assert missing.exit_code == 1
+    assert "no shared instance named 'nope'" in missing.stderr

@@ -118,3 +118,77 @@ def reconcile(deployment_id: UUID) -> None:
     finally:
         db.close()
     print_json(outcome.as_dict())
+
+
+shared_app = typer.Typer(
+    help="Base instances the platform shares across BUs (multi-LoRA).", no_args_is_help=True
+)
+deployments_app.add_typer(shared_app, name="shared")
+
+
+@shared_app.command("list")
+def list_shared() -> None:
+    """Every shared instance with the adapters of all BUs on it."""
+    from cove.platform.deployments import service
+
+    async def work(db: Database) -> Any:
+        return await service.list_shared_instances(db, cli_principal())
+
+    print_json([d.model_dump(mode="json") for d in run_with_db(work)])
+
+
+@shared_app.command("create")
+def create_shared(
+    name: str,
+    model: Annotated[str, typer.Option(help="Catalog name of the base model")],
+    runtime: Annotated[str, typer.Option(help="external, local or kubernetes")] = "external",
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="The instance you run (runtime external)")
+    ] = None,
+    replicas: Annotated[int | None, typer.Option()] = None,
+    gpus_per_replica: Annotated[int | None, typer.Option()] = None,
+    max_lora_rank: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run a base instance BUs granted its model put their adapters on (its GPUs are the
+    platform's, counted against no BU's quota). The reconcile waits for the workers."""
+    from pydantic import ValidationError
+
+    from cove.platform.deployments import service
+    from cove.platform.deployments.k8s.spec import describe_errors
+    from cove.platform.deployments.schemas import SharedInstanceCreate
+
+    fields: dict[str, Any] = {"name": name, "model": model, "runtime": runtime}
+    optional = {
+        "endpoint_url": endpoint_url,
+        "replicas": replicas,
+        "gpus_per_replica": gpus_per_replica,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    if max_lora_rank is not None:
+        fields["vllm"] = {"max_lora_rank": max_lora_rank}
+    try:
+        body = SharedInstanceCreate.model_validate(fields)
+    except ValidationError as exc:
+        problems = describe_errors([dict(error) for error in exc.errors()])
+        typer.secho("error: " + "; ".join(problems), err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+
+    async def work(db: Database) -> Any:
+        return await service.create_shared_instance(db, cli_principal(), body)
+
+    print_json(run_with_db(work).model_dump(mode="json"))
+
+
+@shared_app.command("delete")
+def delete_shared(name: str) -> None:
+    """Stop and remove a shared instance; refused while BUs keep adapters on it."""
+    from cove.platform.deployments import service
+
+    async def work(db: Database) -> Any:
+        principal = cli_principal()
+        found = [d for d in await service.list_shared_instances(db, principal) if d.name == name]
+        if not found:
+            raise CoveError(f"no shared instance named '{name}'", code="shared_instance_not_found")
+        return await service.delete_shared_instance(db, principal, found[0].id)
+
+    print_json(run_with_db(work).model_dump(mode="json"))
