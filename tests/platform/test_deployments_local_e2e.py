@@ -233,9 +233,12 @@ async def test_local_deployment_end_to_end(
 
         await _until("promotion routed", lambda: everyone_on("a-sdk-v1"), 10)
         assert versions(users["canary"]) == versions(users["stable"]) == {"a-sdk-v1"}
+        rollback_at = time.monotonic()
         rolled = await control.post(f"{release}/rollback", headers=admin)
         assert rolled.status_code == 200, rolled.text
-        await _until("rollback routed", lambda: everyone_on("cove-tiny"), 10)
+        await _until("rollback routed", lambda: everyone_on("cove-tiny"), 10, interval=0.05)
+        # From the API call to the first request the gateway routes to the previous version.
+        timings["rollback routed"] = time.monotonic() - rollback_at
         assert versions(users["canary"]) == versions(users["stable"]) == {"cove-tiny"}
         history = [h["action"] for h in rolled.json()["history"]]
         assert history == ["rollback", "promote", "set"]
