@@ -119,3 +119,19 @@ def test_shared_instances_from_the_terminal(
     missing = runner.invoke(deployments_app, ["shared", "delete", "nope"])
     assert missing.exit_code == 1
     assert "no shared instance named 'nope'" in missing.stderr
+
+
+def test_logs_prints_the_last_lines_of_a_local_instance(cli_env: None, tmp_path: Path) -> None:
+    deployment = "0b5f2f3e-6a43-4bd5-9a53-7d1f00000001"
+    directory = tmp_path / "runtime" / deployment
+    directory.mkdir(parents=True)
+    (directory / "vllm.log").write_text("".join(f"line {n}\n" for n in range(100)))
+    runner = CliRunner()
+    shown = runner.invoke(deployments_app, ["logs", deployment, "--lines", "3"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == "line 97\nline 98\nline 99\n"
+    missing = runner.invoke(deployments_app, ["logs", "0b5f2f3e-6a43-4bd5-9a53-7d1f00000002"])
+    assert missing.exit_code == 1
+    assert "no vLLM log" in missing.stderr
+    bad = runner.invoke(deployments_app, ["logs", "not-a-uuid"])
+    assert bad.exit_code == 2

@@ -192,3 +192,30 @@ def delete_shared(name: str) -> None:
         return await service.delete_shared_instance(db, principal, found[0].id)
 
     print_json(run_with_db(work).model_dump(mode="json"))
+
+
+@deployments_app.command("logs")
+def logs(
+    deployment_id: UUID,
+    lines: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the last lines")] = 50,
+) -> None:
+    """The last lines vLLM wrote for a deployment the local runtime runs on this machine
+    (COVE_RUNTIME_STATE_DIR, `.cove/runtime` in the local stack)."""
+    from collections import deque
+
+    from cove.platform.deployments.runtime.local import LOG_FILE
+    from cove.platform.deployments.settings import RuntimeSettings
+
+    _stack_env()
+    log = RuntimeSettings().runtime_state_dir / str(deployment_id) / LOG_FILE
+    if not log.is_file():
+        typer.secho(
+            f"error: no vLLM log at {log}: the local runtime runs no instance of that"
+            " deployment on this machine",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(1)
+    with log.open(errors="replace") as handle:
+        for line in deque(handle, maxlen=lines):
+            typer.echo(line, nl=False)
