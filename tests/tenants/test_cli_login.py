@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -292,3 +293,44 @@ def test_a_credentials_file_others_can_read_is_refused(cli: Cli) -> None:
     assert result.returncode == 1
     assert "is readable by other users (mode 644)" in result.stderr
     assert "(credentials_insecure)" in result.stderr
+
+
+async def test_the_token_cove_login_saved_works_at_the_platform_api(
+    oidc_provider: OidcProvider, cli: Cli, browser: SignInPages, settings: Any, db: Any
+) -> None:
+    """Sign in as a developer would, then call the platform API with `cove token`'s output."""
+    from cove.platform.api.app import PlatformSettings, create_app
+    from cove.tenants.bus import repository as bu_repository
+
+    async with db.platform() as conn:
+        risk = await bu_repository.insert(conn, {"slug": "risk", "name": "Risk"})
+        payments = await bu_repository.insert(conn, {"slug": "payments", "name": "Payments"})
+        other = await bu_repository.insert(conn, {"slug": "other", "name": "Other"})
+    proc, uri, code = cli.start_login(oidc_provider.issuer())
+    browser.approve_device(uri, code, "alice")
+    status, _, err = finish(proc)
+    assert status == 0, err
+    token = cli.run("token").stdout.strip()
+
+    app = create_app(
+        PlatformSettings(**{**settings.model_dump(), "oidc_issuer": oidc_provider.issuer()})
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://platform") as api:
+            headers = {"Authorization": f"Bearer {token}"}
+            # alice administers risk (group /cove/risk/admins).
+            own = await api.get(f"/api/v1/bus/{risk.id}", headers=headers)
+            assert own.status_code == 200, own.text
+            assert own.json()["slug"] == "risk"
+            members = await api.get(f"/api/v1/bus/{risk.id}/members", headers=headers)
+            assert members.status_code == 200, members.text
+            assert members.json()["directory"] == "not_configured"
+            # In payments she is a developer: completions, not the admin API.
+            developer = await api.get(f"/api/v1/bus/{payments.id}", headers=headers)
+            assert developer.status_code == 403
+            assert developer.json()["error"]["code"] == "insufficient_scope"
+            # Another BU's id looks like one that does not exist.
+            foreign = await api.get(f"/api/v1/bus/{other.id}", headers=headers)
+            assert foreign.status_code == 404
+            assert foreign.json()["error"]["code"] == "bu_not_found"
