@@ -66,6 +66,12 @@ def test_the_training_job_is_valid_and_hardened(gpus: int) -> None:
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     (container,) = pod["containers"]
     assert container["command"][-3:] == ["cove.platform.finetuning.runner", JOB_ID, "2"]
+    runner = ["-m", "cove.platform.finetuning.runner", JOB_ID, "2"]
+    if gpus == 1:
+        assert container["command"] == ["python", *runner]
+    else:
+        # One training process per GPU, started by torch's launcher on the pod's node.
+        assert container["command"] == ["torchrun", "--standalone", "--nproc_per_node=4", *runner]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
     assert container["resources"]["requests"]["nvidia.com/gpu"] == str(gpus)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -34,6 +34,9 @@ from cove.finetune.train import (
 )
 
 RUN_FILE: Final = "run.json"
+# Where a run keeps its dataset and its training, under its output directory.
+DATASET_DIR: Final = "dataset"
+TRAINING_DIR: Final = "training"
 RunState = Literal["preparing", "training", "evaluating", "succeeded", "failed", "cancelled"]
 # Rough shares of a job's time, for a progress bar that moves evenly.
 _PREPARING_SHARE: Final = 10.0
@@ -148,7 +151,7 @@ def run_pipeline(
         base = describe_base_model(config.base_model)
         dataset = build_dataset(
             config.repos,
-            out_dir / "dataset",
+            out_dir / DATASET_DIR,
             config.dataset,
             base_model=config.base_model,
             should_cancel=should_cancel,
@@ -171,7 +174,7 @@ def run_pipeline(
         training = train_adapter(
             config.base_model,
             dataset.out_dir,
-            out_dir / "training",
+            out_dir / TRAINING_DIR,
             config.hyperparameters,
             resume=config.resume,
             should_cancel=should_cancel,

@@ -12,6 +12,11 @@ A run writes into its output directory:
 - `adapter/`: the PEFT adapter vLLM hot-loads, which appears only when training succeeded (it
   is saved to a temporary directory and renamed), so a crash, a divergence or a cancellation
   never leaves a partial adapter behind.
+
+Launched by `torchrun` with more than one process (WORLD_SIZE > 1), the run is data parallel:
+every rank trains a DistributedDataParallel copy on its shard of each batch, losses are
+averaged across ranks, and only rank 0 writes files (metrics, checkpoints, state, adapter)
+and calls `on_step` / `should_cancel`; its decisions reach the other ranks by broadcast.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -284,10 +290,13 @@ def _load_tokenizer(base_model: Path) -> tuple[Any, fim.FimMarkers]:
     return tokenizer, fim.markers_for(metadata, token_id, int(end) if end is not None else None)
 
 
-def _device(cpu_threads: int | None = None) -> Any:
+def _device(cpu_threads: int | None = None, local_rank: int | None = None) -> Any:
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+    else:
+        device = torch.device("cpu")
     if device.type == "cpu" and cpu_threads is not None:
         # On a shared CPU, OpenMP threads spin waiting for each other; one thread per job
         # is often several times faster than all cores.
@@ -336,6 +345,79 @@ def _encode_examples(
             continue
         encoded.append(built)
     return encoded, skipped
+
+
+# ---- data parallelism ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ranks:
+    """This process's place in a `torchrun` launch; one process is world 1, rank 0."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def _ranks() -> _Ranks:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Ranks()
+    return _Ranks(
+        rank=int(os.environ.get("RANK", "0")),
+        world=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def _barrier(ranks: _Ranks) -> None:
+    if ranks.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _mean_across(ranks: _Ranks, value: float, device: Any) -> float:
+    """The mean of `value` over all ranks (the value itself in one process)."""
+    if not ranks.distributed:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ranks.world
+
+
+def _sum_across(ranks: _Ranks, value: int, device: Any) -> int:
+    if not ranks.distributed:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor)
+    return int(tensor.item())
+
+
+def _from_main(ranks: _Ranks, flag: bool, device: Any) -> bool:
+    """Rank 0's `flag` on every rank."""
+    if not ranks.distributed:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
 
 
 # ---- the training loop --------------------------------------------------------------------------
@@ -412,6 +494,7 @@ def train_adapter(
         hyperparameters = _fit_middle(replace(hyperparameters, context_length=context_limit))
         hyperparameters.validate()
     dataset_hash = _dataset_hash(dataset_dir)
+    ranks = _ranks()
     state_file = out_dir / STATE_FILE
     result = TrainingResult(
         state="running",
@@ -425,7 +508,8 @@ def train_adapter(
         base_model=info,
         dataset_hash=dataset_hash,
     )
-    _write_json(state_file, result.to_json())
+    if ranks.main:
+        _write_json(state_file, result.to_json())
     try:
         _train(
             result,
@@ -437,30 +521,38 @@ def train_adapter(
             min_examples=min_examples,
             started=started,
             cpu_threads=cpu_threads,
+            ranks=ranks,
         )
     except JobCancelled as exc:
-        _finish(result, "cancelled", exc.error_code, exc.message, started)
+        _finish(result, "cancelled", exc.error_code, exc.message, started, ranks)
         raise
     except FinetuneError as exc:
-        _finish(result, "failed", exc.error_code, exc.message, started)
+        _finish(result, "failed", exc.error_code, exc.message, started, ranks)
         raise
     except BaseException as exc:
-        _finish(result, "failed", "crashed", f"{type(exc).__name__}: {exc}", started)
+        _finish(result, "failed", "crashed", f"{type(exc).__name__}: {exc}", started, ranks)
         raise
     result.state = "succeeded"
     result.seconds = time.monotonic() - started
-    _write_json(state_file, result.to_json())
+    if ranks.main:
+        _write_json(state_file, result.to_json())
     return result
 
 
 def _finish(
-    result: TrainingResult, state: TrainingState, code: str, message: str, started: float
+    result: TrainingResult,
+    state: TrainingState,
+    code: str,
+    message: str,
+    started: float,
+    ranks: _Ranks,
 ) -> None:
     result.state = state
     result.reason = {"code": code, "message": message}
     result.seconds = time.monotonic() - started
     result.adapter_dir = None
-    _write_json(result.out_dir / STATE_FILE, result.to_json())
+    if ranks.main:
+        _write_json(result.out_dir / STATE_FILE, result.to_json())
 
 
 def _train(
@@ -474,6 +566,59 @@ def _train(
     min_examples: int,
     started: float,
     cpu_threads: int | None,
+    ranks: _Ranks,
+) -> None:
+    if not ranks.distributed:
+        _train_ranks(
+            result,
+            base_model,
+            dataset_dir,
+            resume=resume,
+            should_cancel=should_cancel,
+            on_step=on_step,
+            min_examples=min_examples,
+            started=started,
+            cpu_threads=cpu_threads,
+            ranks=ranks,
+        )
+        return
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(ranks.local_rank)
+    # torchrun's environment (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) says where to meet.
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        _train_ranks(
+            result,
+            base_model,
+            dataset_dir,
+            resume=resume,
+            should_cancel=should_cancel,
+            on_step=on_step,
+            min_examples=min_examples,
+            started=started,
+            cpu_threads=cpu_threads,
+            ranks=ranks,
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_ranks(
+    result: TrainingResult,
+    base_model: Path,
+    dataset_dir: Path,
+    *,
+    resume: bool,
+    should_cancel: Callable[[], bool] | None,
+    on_step: Callable[[StepMetrics], None] | None,
+    min_examples: int,
+    started: float,
+    cpu_threads: int | None,
+    ranks: _Ranks,
 ) -> None:
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -497,7 +642,7 @@ def _train(
 
     torch.manual_seed(hp.seed)
     random.seed(hp.seed)
-    device = _device(cpu_threads)
+    device = _device(cpu_threads, ranks.local_rank if ranks.distributed else None)
     model = _load_model(base_model, device)
     config = LoraConfig(
         r=hp.rank,
@@ -517,8 +662,17 @@ def _train(
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    per_step = hp.batch_size * hp.gradient_accumulation
-    steps_per_epoch = max(1, math.ceil(len(encoded) / per_step))
+    batches = _Batches(encoded, hp, ranks)
+    forward: Any = model
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Rank 0's LoRA weights are broadcast to the others here; gradients are averaged.
+        forward = DistributedDataParallel(
+            model, device_ids=[ranks.local_rank] if device.type == "cuda" else None
+        )
+    per_step = batches.batch_size * hp.gradient_accumulation
+    steps_per_epoch = max(1, math.ceil(batches.shard_size / per_step))
     total_steps = hp.max_steps or max(1, math.ceil(steps_per_epoch * hp.epochs))
     warmup = int(total_steps * hp.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -532,6 +686,8 @@ def _train(
     best_smoothed = math.inf
     smoothed: float | None = None
     latest = _latest_checkpoint(checkpoints) if resume else None
+    # Every rank picks the same checkpoint before rank 0 may write or remove one.
+    _barrier(ranks)
     if latest is not None:
         state = torch.load(latest / _TRAINER_STATE, weights_only=False)
         if state.get("hyperparameters") != hp.to_json() or state.get("dataset_hash") != (
@@ -546,22 +702,38 @@ def _train(
         set_peft_model_state_dict(model, load_file(str(latest / "adapter_model.safetensors")))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        rank_rngs = state.get("torch_rng_ranks")
+        if ranks.distributed and isinstance(rank_rngs, list) and len(rank_rngs) == ranks.world:
+            torch.set_rng_state(rank_rngs[ranks.rank])
+        else:
+            torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         best_smoothed = float(state["best_smoothed"])
         smoothed = state["smoothed"]
         result.resumed_from = step
-        _truncate_metrics(metrics_file, step)
-    else:
+        if ranks.main:
+            _truncate_metrics(metrics_file, step)
+    elif ranks.main:
         shutil.rmtree(checkpoints, ignore_errors=True)
         metrics_file.unlink(missing_ok=True)
+    _barrier(ranks)
 
     pad = markers.end
-    with metrics_file.open("a", encoding="utf-8") as metrics_out:
+    metrics_target = metrics_file if ranks.main else Path(os.devnull)
+    with metrics_target.open("a", encoding="utf-8") as metrics_out:
         while step < total_steps:
-            if should_cancel is not None and should_cancel():
+            cancel = ranks.main and should_cancel is not None and should_cancel()
+            if _from_main(ranks, cancel, device):
                 _save_checkpoint(
-                    model, optimizer, scheduler, step, best_smoothed, smoothed, result, checkpoints
+                    model,
+                    optimizer,
+                    scheduler,
+                    step,
+                    best_smoothed,
+                    smoothed,
+                    result,
+                    checkpoints,
+                    ranks,
                 )
                 raise JobCancelled(
                     f"training was cancelled at step {step} of {total_steps}; "
@@ -573,13 +745,20 @@ def _train(
             loss_sum = 0.0
             tokens = 0
             for micro in range(hp.gradient_accumulation):
-                batch = _batch(encoded, hp, step, micro)
+                batch = batches.batch(step, micro)
                 input_ids, labels, attention = _collate(batch, pad, device)
-                output = model(input_ids=input_ids, attention_mask=attention, labels=labels)
-                loss = output.loss / hp.gradient_accumulation
-                loss.backward()
+                # Gradients are averaged across ranks once, on the last micro-batch.
+                last = micro == hp.gradient_accumulation - 1
+                syncing = last or not ranks.distributed
+                with contextlib.nullcontext() if syncing else forward.no_sync():
+                    output = forward(input_ids=input_ids, attention_mask=attention, labels=labels)
+                    loss = output.loss / hp.gradient_accumulation
+                    loss.backward()
                 loss_sum += float(loss.detach())
                 tokens += int(attention.sum())
+            # Every rank sees the same mean loss, so NaN and divergence stop all of them.
+            loss_sum = _mean_across(ranks, loss_sum, device)
+            tokens = _sum_across(ranks, tokens, device)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm))
             if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
                 what = "loss" if not math.isfinite(loss_sum) else "gradient norm"
@@ -617,13 +796,25 @@ def _train(
             result.metrics.append(metrics)
             result.steps = step
             result.final_loss = metrics.loss
-            if on_step is not None:
+            if on_step is not None and ranks.main:
                 on_step(metrics)
             if step % hp.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(
-                    model, optimizer, scheduler, step, best_smoothed, smoothed, result, checkpoints
+                    model,
+                    optimizer,
+                    scheduler,
+                    step,
+                    best_smoothed,
+                    smoothed,
+                    result,
+                    checkpoints,
+                    ranks,
                 )
-    result.adapter_dir = _publish_adapter(model, result)
+    if ranks.main:
+        result.adapter_dir = _publish_adapter(model, result)
+    _barrier(ranks)
+    if not ranks.main:
+        result.adapter_dir = result.out_dir / ADAPTER_DIR
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -647,6 +838,63 @@ def _batch(
         batch.append(encoded[order[offset]])
         offset += 1
     return batch
+
+
+class _Batches:
+    """Which examples each optimiser step's micro-batches hold, on this rank.
+
+    One process keeps `_batch`. Data parallel ranks each read their DistributedSampler shard
+    (the same seeded shuffle on every rank, `set_epoch` per pass) with a per-rank batch of
+    `batch_size / world`, so a step still covers `batch_size` examples and an epoch takes as
+    many steps as on one device. Either way a batch is a pure function of (seed, step).
+    """
+
+    def __init__(
+        self, encoded: Sequence[tuple[list[int], list[int]]], hp: Hyperparameters, ranks: _Ranks
+    ) -> None:
+        self.encoded = encoded
+        self.hp = hp
+        self.ranks = ranks
+        self.batch_size = hp.batch_size
+        self.shard_size = len(encoded)
+        self._sampler: Any = None
+        self._orders: dict[int, list[int]] = {}
+        if ranks.distributed:
+            from torch.utils.data import DistributedSampler
+
+            # The sampler only needs the dataset's length.
+            indexes: Any = range(len(encoded))
+            self._sampler = DistributedSampler(
+                indexes,
+                num_replicas=ranks.world,
+                rank=ranks.rank,
+                shuffle=True,
+                seed=hp.seed,
+            )
+            self.batch_size = max(1, math.ceil(hp.batch_size / ranks.world))
+            self.shard_size = len(self._sampler)
+
+    def _shard(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            self._sampler.set_epoch(epoch)
+            self._orders = {epoch: list(self._sampler)}
+        return self._orders[epoch]
+
+    def batch(self, step: int, micro: int) -> list[tuple[list[int], list[int]]]:
+        if not self.ranks.distributed:
+            return _batch(self.encoded, self.hp, step, micro)
+        position = (step * self.hp.gradient_accumulation + micro) * self.batch_size
+        epoch, offset = divmod(position, self.shard_size)
+        shard = self._shard(epoch)
+        batch: list[tuple[list[int], list[int]]] = []
+        while len(batch) < self.batch_size:
+            if offset >= len(shard):
+                epoch += 1
+                offset = 0
+                shard = self._shard(epoch)
+            batch.append(self.encoded[shard[offset]])
+            offset += 1
+        return batch
 
 
 def _collate(
@@ -685,6 +933,42 @@ def _save_checkpoint(
     smoothed: float | None,
     result: TrainingResult,
     checkpoints: Path,
+    ranks: _Ranks,
+) -> None:
+    import torch
+
+    # Every rank's RNG stream goes into the checkpoint, so a resumed run draws the same dropout.
+    rank_rngs: list[Any] | None = None
+    if ranks.distributed:
+        import torch.distributed as dist
+
+        rank_rngs = [None] * ranks.world
+        dist.all_gather_object(rank_rngs, torch.get_rng_state())
+    if ranks.main:
+        _write_checkpoint(
+            model,
+            optimizer,
+            scheduler,
+            step,
+            best_smoothed,
+            smoothed,
+            result,
+            checkpoints,
+            rank_rngs,
+        )
+    _barrier(ranks)
+
+
+def _write_checkpoint(
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    step: int,
+    best_smoothed: float,
+    smoothed: float | None,
+    result: TrainingResult,
+    checkpoints: Path,
+    rank_rngs: list[Any] | None,
 ) -> None:
     import torch
 
@@ -706,6 +990,7 @@ def _save_checkpoint(
                 "smoothed": smoothed,
                 "hyperparameters": result.hyperparameters.to_json(),
                 "dataset_hash": result.dataset_hash,
+                **({"torch_rng_ranks": rank_rngs} if rank_rngs is not None else {}),
             },
             staging / _TRAINER_STATE,
         )

@@ -58,6 +58,15 @@ def render_namespace(bu: str) -> KubeObject:
     }
 
 
+def runner_command(job_id: str, attempt: int, gpus: int) -> list[str]:
+    """The trainer container's command: the runner itself on one GPU; on more, torch's own
+    launcher starts one runner per GPU (rank 0 runs the job, every rank trains its share)."""
+    runner = ["-m", "cove.platform.finetuning.runner", job_id, str(attempt)]
+    if gpus > 1:
+        return ["torchrun", "--standalone", f"--nproc_per_node={gpus}", *runner]
+    return ["python", *runner]
+
+
 def render_job(
     settings: FinetuneSettings, *, bu: str, job_id: str, job: str, attempt: int, gpus: int
 ) -> KubeObject:
@@ -74,7 +83,7 @@ def render_job(
         "name": "trainer",
         "image": _image(settings),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "cove.platform.finetuning.runner", job_id, str(attempt)],
+        "command": runner_command(job_id, attempt, gpus),
         "env": [
             {"name": "COVE_ENV", "value": "production"},
             {"name": "COVE_FINETUNE_DIR", "value": TRAINING_MOUNT},

@@ -7,6 +7,12 @@ log into the job's row as it goes; cancellation is a flag on that row, checked e
 of seconds. A succeeded run registers its adapter in the model catalog (with the same checks
 as the API: the base, the rank limit) before the job is marked succeeded; nothing is
 registered otherwise.
+
+On a multi-GPU Kubernetes Job the container runs `torchrun --standalone --nproc_per_node=N -m
+cove.platform.finetuning.runner JOB_ID ATTEMPT`: one runner per GPU. Rank 0 does all of the
+above; the other ranks only wait until rank 0 starts training, train their share of each
+batch with it (`cove.finetune.train` is data parallel under torchrun), and exit. They write
+nothing: no job state, progress, log, checkpoint or adapter.
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from uuid import UUID
 
 from cove.finetune.dataset import DatasetConfig
+from cove.finetune.errors import FinetuneError
 from cove.finetune.evaluate import PromotionGate
-from cove.finetune.pipeline import RUN_FILE, RunConfig, RunResult, run_pipeline
+from cove.finetune.pipeline import (
+    DATASET_DIR,
+    RUN_FILE,
+    TRAINING_DIR,
+    RunConfig,
+    RunResult,
+    run_pipeline,
+)
 from cove.finetune.registry import AdapterRecord
 from cove.finetune.sources import RepoSpec
-from cove.finetune.train import Hyperparameters
+from cove.finetune.train import Hyperparameters, train_adapter
 from cove.platform.core.db import Database, SyncDatabase
 from cove.platform.core.errors import CoveError
 from cove.platform.core.logging import configure_logging
@@ -370,6 +384,37 @@ def execute(settings: FinetuneSettings, db: SyncDatabase, job_id: UUID, attempt:
     return result.state
 
 
+def follow(settings: FinetuneSettings, db: SyncDatabase, job_id: UUID, attempt: int) -> str:
+    """A rank other than 0 of a multi-GPU attempt: wait for rank 0 to start training, then
+    train beside it. Returns 'trained', or 'skipped' when the attempt ended before training."""
+    while True:
+        with db.platform() as conn:
+            job = repository.get_sync(conn, job_id)
+        if job is None or job.attempt != attempt:
+            return "skipped"
+        if job.status == "training":
+            break
+        if job.status not in ("queued", "preparing"):
+            return "skipped"
+        time.sleep(REPORT_SECONDS)
+    try:
+        config = build_config(settings, job)
+        train_adapter(
+            config.base_model,
+            config.out_dir / DATASET_DIR,
+            config.out_dir / TRAINING_DIR,
+            config.hyperparameters,
+            resume=config.resume,
+            cpu_threads=config.cpu_threads,
+        )
+    except (RunnerError, FinetuneError) as exc:
+        # Rank 0 meets the same end (divergence, cancellation, ...) and records it; exiting
+        # with an error here would make torchrun stop rank 0 before it could.
+        log.info("training ended on this rank", extra={"job": str(job_id), "reason": str(exc)})
+        return "skipped"
+    return "trained"
+
+
 def _last_run(config: RunConfig) -> dict[str, Any]:
     """The evaluation and dataset hash the pipeline last wrote to its run file, if any."""
     try:
@@ -397,11 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     db = SyncDatabase(settings, max_size=2)
     db.open()
     try:
-        status = execute(settings, db, UUID(args[0]), int(args[1]))
+        if int(os.environ.get("RANK", "0")) > 0:
+            status = follow(settings, db, UUID(args[0]), int(args[1]))
+        else:
+            status = execute(settings, db, UUID(args[0]), int(args[1]))
     finally:
         db.close()
     print(status)
-    return 0 if status in ("succeeded", "skipped") else 1
+    return 0 if status in ("succeeded", "skipped", "trained") else 1
 
 
 if __name__ == "__main__":
