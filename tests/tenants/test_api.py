@@ -38,6 +38,26 @@ async def test_duplicate_slug_is_a_conflict_and_changes_nothing(
     assert names == [("BU a",)]
 
 
+async def test_the_slug_of_the_platforms_shared_instances_is_reserved(
+    api: Any, world: dict[str, Any], db: Database
+) -> None:
+    # Shared base instances carry `cove.dev/bu: platform` on Kubernetes; a BU with that slug
+    # would be indistinguishable from them.
+    resp = await api.post(
+        "/api/v1/bus",
+        json={"slug": "platform", "name": "Platform"},
+        headers=bearer(world["admin_key"]),
+    )
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "slug_reserved"
+    assert error["param"] == "slug"
+    assert "shared across business units" in error["message"]
+    async with db.platform() as conn:
+        found = await (await conn.execute("SELECT 1 FROM tenants WHERE slug='platform'")).fetchall()
+    assert found == []
+
+
 async def test_bad_input_gets_a_machine_readable_4xx(api: Any, world: dict[str, Any]) -> None:
     headers = bearer(world["admin_key"])
     bad_slug = await api.post(

@@ -9,6 +9,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 Slug = str
+# The Kubernetes label `cove.dev/bu` of the base instances shared across BUs; a BU with this
+# slug would be indistinguishable from the platform on the cluster, so none may have it.
+PLATFORM_SLUG = "platform"
+RESERVED_SLUGS = frozenset({PLATFORM_SLUG})
 PromptLogging = Literal["off", "metadata", "full"]
 BuStatus = Literal["active", "suspended", "deleting"]
 

@@ -9,10 +9,11 @@ from uuid import UUID
 import psycopg
 
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Conflict, Forbidden, NotFound
+from cove.platform.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from cove.tenants import audit
 from cove.tenants.bus import repository
 from cove.tenants.bus.schemas import (
+    RESERVED_SLUGS,
     BusinessUnit,
     BusinessUnitCreate,
     BusinessUnitUpdate,
@@ -28,6 +29,13 @@ def _require_platform_admin(principal: Principal) -> None:
 
 async def create(db: Database, principal: Principal, data: BusinessUnitCreate) -> BusinessUnit:
     _require_platform_admin(principal)
+    if data.slug in RESERVED_SLUGS:
+        raise ValidationFailed(
+            f"The slug '{data.slug}' is reserved: Cove labels the base instances shared across"
+            " business units with it on Kubernetes; choose another slug",
+            code="slug_reserved",
+            param="slug",
+        )
     async with db.platform() as conn:
         if await repository.get_by_slug(conn, data.slug) is not None:
             raise Conflict(f"A business unit with slug '{data.slug}' exists", code="slug_taken")
