@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes.client import Configuration
 
 from cove.platform.core.db import SyncDatabase
@@ -481,3 +482,138 @@ async def test_a_shared_instance_runs_in_the_platforms_namespace_outside_bu_quot
     assert [(s["name"], s["gpus"]) for s in capacity.json()["shared_instances"]] == [
         ("coder-shared", 2)
     ]
+
+
+async def _shared_instance(
+    control: httpx.AsyncClient, world: dict[str, Any], name: str, replicas: int
+) -> dict[str, Any]:
+    created = await control.post(
+        "/api/v1/shared-instances",
+        json={"name": name, "model": "coder-7b", "runtime": "kubernetes", "replicas": replicas},
+        headers=bearer(world["admin_key"]),
+    )
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def test_a_shared_instance_takes_adapters_from_the_model_store_not_a_bus_volume(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+    pod_vllm: tuple[FakeVllm, ServerThread],
+) -> None:
+    fake, _ = pod_vllm
+    await register_base(
+        control, world, name="coder-7b", location="base/coder-7b", context_length=8192
+    )
+    instance = await _shared_instance(control, world, "coder-shared", 1)
+    bu = world["a"]["bu"].id
+    headers = bearer(world["a"]["admin_key"])
+    # Where a fine-tuning job registers its adapter on Kubernetes: the BU's training volume,
+    # a claim in cove-bu-bu-a that the pods in cove-shared cannot mount.
+    for name, location in (
+        ("a-trained", "pvc://cove-finetune/jobs/7/adapter"),
+        ("a-published", "adapters/bu-a/a-trained"),
+    ):
+        registered = await control.post(
+            f"/api/v1/bus/{bu}/adapters",
+            json={"name": name, "base_model": "coder-7b", "location": location, "rank": 8},
+            headers=headers,
+        )
+        assert registered.status_code == 201, registered.text
+    refused = await control.post(
+        f"/api/v1/bus/{bu}/shared-instances/{instance['id']}/adapters",
+        json={"model": "a-trained"},
+        headers=headers,
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "adapter_not_in_model_store"
+    assert "cove-finetune" in error["message"]
+    assert "cove-shared" in error["message"]
+    assert "Copy the adapter's directory into the model store" in error["message"]
+    # Nothing was recorded: the BU sees no adapter on the instance, and the reconciler renders
+    # no claim but the model store.
+    seen = await control.get(f"/api/v1/bus/{bu}/shared-instances", headers=headers)
+    assert [i["adapters"] for i in seen.json()] == [[]]
+    attached = await control.post(
+        f"/api/v1/bus/{bu}/shared-instances/{instance['id']}/adapters",
+        json={"model": "a-published"},
+        headers=headers,
+    )
+    assert attached.status_code == 202, attached.text
+    api_server.objects["/api/v1/namespaces/cove-shared/pods"] = {
+        "kind": "PodList",
+        "items": [
+            {
+                "metadata": {"name": "coder-shared-0"},
+                "status": {
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+        ],
+    }
+    assert cluster(sync_db, instance["id"]).status == "ready"
+    assert "a-published" in fake.served
+    deployment = api_server.objects["/apis/apps/v1/namespaces/cove-shared/deployments/coder-shared"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["cove-models"]
+    annotation = json.loads(deployment["metadata"]["annotations"]["cove.dev/adapters"])
+    assert annotation == [
+        {"name": "a-published", "path": "/models/pvc/cove-models/adapters/bu-a/a-trained"}
+    ]
+    # One attached before this check existed (written straight into the table here) stays out
+    # of the pods, fails on its own, and the instance and the other adapters keep serving.
+    with sync_db.platform() as conn:
+        conn.execute(
+            "INSERT INTO deployment_adapters (deployment_id, model_id, tenant_id, state)"
+            " SELECT %s, id, tenant_id, 'pending' FROM models WHERE name = 'a-trained'",
+            (instance["id"],),
+        )
+    assert cluster(sync_db, instance["id"]).status == "ready"
+    seen = await control.get(f"/api/v1/bus/{bu}/shared-instances", headers=headers)
+    states = {a["model"]: (a["state"], a["detail"]) for a in seen.json()[0]["adapters"]}
+    assert states["a-published"] == ("loaded", None)
+    state, detail = states["a-trained"]
+    assert state == "failed"
+    assert "cove-finetune" in detail
+    assert "model store" in detail
+    assert "a-trained" not in fake.served
+
+
+async def test_the_shared_namespace_quota_follows_deleted_shared_instances(
+    control: httpx.AsyncClient,
+    world: dict[str, Any],
+    api_server: FakeApiServer,
+    cluster: Any,
+    sync_db: SyncDatabase,
+) -> None:
+    await register_base(
+        control, world, name="coder-7b", location="base/coder-7b", context_length=8192
+    )
+    big = await _shared_instance(control, world, "coder-big", 3)
+    small = await _shared_instance(control, world, "coder-small", 1)
+    quota_path = "/api/v1/namespaces/cove-shared/resourcequotas/cove-gpu-quota"
+
+    def hard() -> Any:
+        return api_server.objects[quota_path]["spec"]["hard"]
+
+    cluster(sync_db, big["id"])
+    cluster(sync_db, small["id"])
+    assert hard() == {"requests.nvidia.com/gpu": "4"}
+    for instance, left in ((big, "1"), (small, "0")):
+        deleted = await control.delete(
+            f"/api/v1/shared-instances/{instance['id']}", headers=bearer(world["admin_key"])
+        )
+        assert deleted.status_code == 202, deleted.text
+        assert cluster(sync_db, instance["id"]).action == "deleted"
+        # Lowered on the deletion itself, not when the next shared instance is applied.
+        assert hard() == {"requests.nvidia.com/gpu": left}
+        patches = [r for r in api_server.sent("PATCH") if r.path == quota_path]
+        assert yaml.safe_load(patches[-1].body)["spec"]["hard"] == hard()

@@ -16,11 +16,11 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from cove.platform.deployments.schemas import DeploymentAdapter
+from cove.tenants.bus.schemas import PLATFORM_SLUG as PLATFORM_SLUG
 
 ROUTES_CHANNEL = "cove_routes"
-# The owner the runtimes see for the platform's shared instances (Kubernetes namespace
-# `cove-shared`, local state directory); no BU slug can collide with how it is used.
-PLATFORM_SLUG = "platform"
+# PLATFORM_SLUG is the owner the runtimes see for the platform's shared instances (the label
+# `cove.dev/bu`, the local state directory); creating a BU with it is refused (slug_reserved).
 
 _SELECT = """
     SELECT d.id, d.tenant_id, d.name, d.model_id, m.name AS model, d.served_model_name,
@@ -573,10 +573,12 @@ def reconcile_target(conn: psycopg.Connection[Any], deployment_id: UUID) -> Reco
     with conn.cursor(row_factory=class_row(ReconcileTarget)) as cur:
         cur.execute(
             # A shared instance has no BU: it runs under the platform's name, and the
-            # platform's namespace holds exactly the GPUs of all shared instances.
+            # platform's namespace holds exactly the GPUs of the shared instances not being
+            # deleted (so deleting one lowers the quota).
             "SELECT d.id, d.tenant_id, coalesce(t.slug, %s) AS bu_slug,"
             " coalesce(t.gpu_quota, (SELECT coalesce(sum(s.gpus), 0)::int"
-            "   FROM model_deployments s WHERE s.tenant_id IS NULL)) AS gpu_quota,"
+            "   FROM model_deployments s"
+            "   WHERE s.tenant_id IS NULL AND s.desired_state <> 'deleted')) AS gpu_quota,"
             " d.name, d.runtime,"
             " d.mode, m.name AS model, m.location AS model_location, m.context_length,"
             " d.served_model_name, d.endpoint_url, d.status, d.status_detail, d.desired_state,"

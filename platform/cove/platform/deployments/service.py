@@ -29,6 +29,7 @@ from cove.platform.deployments.k8s.spec import (
     ModelSource,
     S3Source,
     describe_errors,
+    named_claim,
 )
 from cove.platform.deployments.repository import PLATFORM_SLUG, AdapterRow, DeploymentRow
 from cove.platform.deployments.schemas import (
@@ -807,6 +808,25 @@ def _check_adapter_fits(row: DeploymentRow, adapter: CatalogModel) -> None:
             f"'{adapter.name}' cannot be loaded by '{row.name}': {exc}",
             code="adapter_location_unusable",
         ) from None
+    if row.tenant_id is None and row.runtime == "kubernetes":
+        _check_in_model_store(row, adapter)
+
+
+def _check_in_model_store(row: DeploymentRow, adapter: CatalogModel) -> None:
+    # A PVC belongs to one namespace: a shared instance in cove-shared mounts the model store
+    # there, never the training volume in the adapter's BU namespace.
+    claim = named_claim(adapter.location)
+    if claim is None:
+        return
+    raise ValidationFailed(
+        f"'{adapter.name}' is on the volume claim '{claim}' ({adapter.location}), which a"
+        f" shared instance cannot mount: '{row.name}' runs in the namespace {SHARED_NAMESPACE}"
+        " and a PersistentVolumeClaim belongs to one namespace. Copy the adapter's directory"
+        " into the model store, register it as an adapter with that path (for example"
+        f" adapters/<bu>/{adapter.name}) and put that one on the shared instance",
+        code="adapter_not_in_model_store",
+        details={"location": adapter.location, "claim": claim},
+    )
 
 
 async def detach_adapter(

@@ -146,6 +146,12 @@ def _namespace(spec: DeploymentSpec) -> KubeObject:
 
 
 def _resource_quota(spec: DeploymentSpec) -> KubeObject:
+    return resource_quota(spec, spec.gpu_quota)
+
+
+def resource_quota(spec: DeploymentSpec, gpus: int) -> KubeObject:
+    """The namespace's GPU quota at `gpus`; the reconciler lowers the shared namespace's own
+    with it when a shared instance is deleted."""
     # Only `requests.` is enforced for extended resources (GPUs cannot be overcommitted, so
     # requests equal limits); a `limits.nvidia.com/gpu` entry would be tracked by nothing.
     return {
@@ -156,7 +162,7 @@ def _resource_quota(spec: DeploymentSpec) -> KubeObject:
             "namespace": spec.namespace,
             "labels": bu_labels(spec),
         },
-        "spec": {"hard": {f"requests.{spec.gpu_resource}": str(spec.gpu_quota)}},
+        "spec": {"hard": {f"requests.{spec.gpu_resource}": str(gpus)}},
     }
 
 

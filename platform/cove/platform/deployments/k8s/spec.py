@@ -249,6 +249,17 @@ def parse_location(value: str, default_claim: str) -> ParsedLocation:
     return VolumeLocation(default_claim, _check_relative_path(value))
 
 
+def named_claim(location: str) -> str | None:
+    """The claim a `pvc://claim/path` location names; None for a model-store path or S3.
+
+    A base instance shared across BUs loads adapters only from model-store paths: it runs in
+    its own namespace, where a BU's claims (such as its training volume) do not exist.
+    """
+    if not location.startswith("pvc://"):
+        return None
+    return location.removeprefix("pvc://").partition("/")[0]
+
+
 # ---- extra vLLM flags --------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from cove.platform.deployments.k8s.render import (
     ADAPTERS_ANNOTATION,
     VLLM_PORT,
     render,
+    resource_quota,
     service_url,
 )
 from cove.platform.deployments.k8s.spec import (
@@ -28,6 +29,7 @@ from cove.platform.deployments.k8s.spec import (
     S3Source,
     Toleration,
     describe_errors,
+    named_claim,
     parse_tolerations,
 )
 from cove.platform.deployments.runtime.base import (
@@ -154,7 +156,7 @@ class KubernetesDriver:
                 gpu_type=spec.gpu_type,
                 gpu_quota=target.gpu_quota if gpu_quota is None else gpu_quota,
                 vllm=spec.vllm,
-                adapters=[Adapter(name=a.name, location=a.location) for a in target.adapters],
+                adapters=[Adapter(name=a.name, location=a.location) for a in _mountable(target)],
                 resources=spec.resources,
                 shm_size=spec.shm_size,
                 node_selector=spec.node_selector or dict(self._cluster.node_selector),
@@ -189,12 +191,22 @@ class KubernetesDriver:
         spec = self.spec_for(target, gpu_quota=max(target.gpu_quota, target.spec.gpus))
         try:
             self._applier.delete(spec)
+            if target.shared_across_bus:
+                # The platform's namespace holds exactly the GPUs of the shared instances
+                # still running (`gpu_quota` of a deleted one counts only the others).
+                self._applier.apply_objects([resource_quota(spec, target.gpu_quota)])
         except KubernetesError as exc:
             raise RuntimeFailure(f"Kubernetes refused the deletion: {exc}") from exc
 
     def load_adapter(self, target: Target, adapter: AdapterRef) -> None:
         spec = self.spec_for(target)
         path = self._container_paths(spec).get(adapter.name)
+        claim = named_claim(adapter.location)
+        if path is None and target.shared_across_bus and claim is not None:
+            raise AdapterFailure(
+                f"adapter {adapter.name} is on the claim {claim}, which a shared instance cannot"
+                " mount; copy it into the model store and register that path"
+            )
         if path is None:
             raise AdapterFailure(f"adapter {adapter.name} is not part of the deployment's spec")
         # Recorded first, so pods that start meanwhile get it restored by the next reconcile.
@@ -291,6 +303,15 @@ class KubernetesDriver:
         deployment = next(o for o in render(spec) if o["kind"] == "Deployment")
         annotation = deployment["metadata"].get("annotations", {}).get(ADAPTERS_ANNOTATION, "[]")
         return {a["name"]: a["path"] for a in json.loads(annotation)}
+
+
+def _mountable(target: Target) -> list[AdapterRef]:
+    # Attaching refuses a BU's claim for a shared instance (adapter_not_in_model_store); one
+    # that got there anyway must not leave every BU's pods waiting for a volume that is not in
+    # the namespace, so it stays out of the spec and fails on its own.
+    if not target.shared_across_bus:
+        return list(target.adapters)
+    return [a for a in target.adapters if named_claim(a.location) is None]
 
 
 def _condition_summary(conditions: tuple[object, ...]) -> str | None:
