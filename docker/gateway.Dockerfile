@@ -38,4 +38,4 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
-CMD ["uvicorn", "--factory", "cove.gateway.app:main_app", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["uvicorn", "--factory", "cove.gateway.app:main_app", "--host", "0.0.0.0", "--port", "8080", "--timeout-keep-alive", "75"]

@@ -349,8 +349,10 @@ def test_only_the_reconciler_gets_an_api_token(
 # --------------------------------------------------------------------------------------------
 
 COMMANDS = {
-    "cove-gateway": "uvicorn --factory cove.gateway.app:main_app --host 0.0.0.0 --port 8080",
-    "cove-platform": "uvicorn --factory cove.platform.api.app:main_app --host 0.0.0.0 --port 8000",
+    "cove-gateway": "uvicorn --factory cove.gateway.app:main_app --host 0.0.0.0 --port 8080"
+    " --timeout-keep-alive 75",
+    "cove-platform": "uvicorn --factory cove.platform.api.app:main_app --host 0.0.0.0 --port 8000"
+    " --timeout-keep-alive 75",
     "cove-worker": "celery -A cove.platform.worker worker --loglevel INFO",
     "cove-beat": "celery -A cove.platform.worker beat --loglevel INFO",
     "cove-migrations": "cove db migrate",

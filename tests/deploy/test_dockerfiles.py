@@ -14,11 +14,13 @@ IMAGES = {
     # image: (pip extra installed in the builder, default command of the final stage)
     "gateway": (
         "gateway",
-        "uvicorn --factory cove.gateway.app:main_app --host 0.0.0.0 --port 8080",
+        "uvicorn --factory cove.gateway.app:main_app --host 0.0.0.0 --port 8080"
+        " --timeout-keep-alive 75",
     ),
     "platform": (
         "api",
-        "uvicorn --factory cove.platform.api.app:main_app --host 0.0.0.0 --port 8000",
+        "uvicorn --factory cove.platform.api.app:main_app --host 0.0.0.0 --port 8000"
+        " --timeout-keep-alive 75",
     ),
     "worker": ("worker", "celery -A cove.platform.worker worker --loglevel INFO"),
     "trainer": ("train", None),

@@ -46,6 +46,9 @@ from cove.platform.local.seed import SeedResult, seed_demo
 
 VLLM_VERSION = "0.32.0"
 RECONCILE_TASK = "deployment.reconcile"
+# uvicorn closes idle kept-alive connections after 5 s by default; clients that reuse a
+# connection just then see it closed under them. Outlast the usual client and proxy idle timeouts.
+KEEP_ALIVE_SECONDS = 75
 
 
 def default_cache_dir() -> Path:
@@ -184,6 +187,8 @@ class Stack:
                     host,
                     "--port",
                     str(self.settings.platform_port),
+                    "--timeout-keep-alive",
+                    str(KEEP_ALIVE_SECONDS),
                 ],
                 env,
             )
@@ -199,6 +204,8 @@ class Stack:
                     host,
                     "--port",
                     str(self.settings.gateway_port),
+                    "--timeout-keep-alive",
+                    str(KEEP_ALIVE_SECONDS),
                     "--loop",
                     "uvloop",
                     "--http",
