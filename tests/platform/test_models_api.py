@@ -214,6 +214,12 @@ async def test_bad_adapters_are_refused_before_anything_is_stored(
         ({"location": "adapters/bu-a/v1"}, 422, "adapter_rank_required", "rank"),
         ({"location": "s3://models/adapters/v1", "rank": 8}, 422, "model_location_invalid", "S3"),
         ({"location": "adapters/bu-a/v1", "rank": 600}, 422, "validation_failed", "rank"),
+        (
+            {"location": str(adapter_r8), "lineage": {"steps": 2**70}},
+            422,
+            "invalid_value",
+            "64 bits",
+        ),
     ]
     for body, status, code, reason in cases:
         full = {"name": "bu-a-sdk-v1", "base_model": "cove-tiny", **body}

@@ -276,7 +276,13 @@ async def create_adapter(
 ) -> CatalogModel:
     require_bu_visible(principal, tenant_id)
     _bu_admin(principal)
-    if len(orjson.dumps(data.lineage)) > MAX_LINEAGE_BYTES:
+    try:
+        lineage_bytes = len(orjson.dumps(data.lineage))
+    except TypeError:  # orjson refuses integers beyond 64 bits, as JSON consumers commonly do
+        raise ValidationFailed(
+            "lineage: numbers must fit in 64 bits", code="invalid_value", param="lineage"
+        ) from None
+    if lineage_bytes > MAX_LINEAGE_BYTES:
         raise ValidationFailed(
             f"lineage: at most {MAX_LINEAGE_BYTES} bytes of JSON", code="lineage_too_large"
         )
