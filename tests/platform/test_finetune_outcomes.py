@@ -140,14 +140,16 @@ async def _adapters(api: httpx.AsyncClient, world: dict[str, Any]) -> list[str]:
     return [model["name"] for model in resp.json() if model["kind"] == "adapter"]
 
 
-async def _until(what: str, check: Callable[[], Awaitable[Any]], timeout: float = 180) -> Any:
+async def _until(
+    what: str, check: Callable[[], Awaitable[Any]], timeout: float = 180, interval: float = 0.5
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(interval)
     raise AssertionError(f"{what}: not reached in {timeout:.0f} s (last: {last!r})")
 
 
@@ -317,7 +319,8 @@ async def _training_step(
         step = seen["progress"]["step"] or 0
         return seen if seen["status"] == "training" and step >= at_least else None
 
-    return dict(await _until(f"job training past step {at_least}", training))
+    # Polled often: on a quiet machine the tiny model trains a step in milliseconds.
+    return dict(await _until(f"job training past step {at_least}", training, interval=0.05))
 
 
 def _runner_pid(sync_db: SyncDatabase, job_id: str) -> int:
@@ -339,12 +342,19 @@ async def test_a_runner_killed_mid_training_fails_and_a_retry_resumes_from_its_c
 ) -> None:
     await register_base(control, world, location=str(tiny_model))
     # The gate asks for the impossible, so the resumed run ends on the evaluation's verdict.
+    # Long enough that the kill lands mid-training however fast the machine is.
+    steps = 400
     job = await _queue(
-        control, world, sources["sdk"], sources["consumers"], gate={"min_sdk_recall_gain": 1.0}
+        control,
+        world,
+        sources["sdk"],
+        sources["consumers"],
+        gate={"min_sdk_recall_gain": 1.0},
+        hyperparameters={**QUICK, "max_steps": steps},
     )
     assert tasks.launch(sync_db, finetune_settings, UUID(job["id"]), 1) == "started"
     progress = await _training_step(control, world, job["id"], at_least=12)
-    assert progress["progress"]["total_steps"] == 60
+    assert progress["progress"]["total_steps"] == steps
     assert 0 < progress["progress"]["percent"] < 100
     assert progress["progress"]["loss"] > 0
     # The out-of-memory killer, or a node lost: no chance to report anything.
@@ -370,7 +380,7 @@ async def test_a_runner_killed_mid_training_fails_and_a_retry_resumes_from_its_c
         control, world, job["id"], "failed", "promotion_gate_failed"
     )
     assert seen["attempt"] == 2
-    assert seen["progress"]["step"] == seen["progress"]["total_steps"] == 60
+    assert seen["progress"]["step"] == seen["progress"]["total_steps"] == steps
     log = await _log(control, world, job["id"])
     resumed = [line for line in log if "resumed from the checkpoint at step" in line]
     assert len(resumed) == 1, log
