@@ -394,6 +394,9 @@ async def test_gpu_quota_is_shared_between_jobs_and_deployments(
         headers=admin,
     )
     assert fits.status_code == 201, fits.text
+    # The BU's capacity report counts both, and says which GPUs the training holds.
+    report = (await api.get(deployments.replace("/deployments", "/capacity"), headers=admin)).json()
+    assert (report["gpus_in_use"], report["training_gpus"], report["gpus_available"]) == (3, 2, 0)
 
     # Cancelling the job gives its GPUs back; retrying it is admitted again, and refused
     # while the deployment holds the quota.

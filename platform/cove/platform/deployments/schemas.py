@@ -223,7 +223,10 @@ class CapacityEntry(BaseModel):
 class Capacity(BaseModel):
     bu_id: UUID
     gpu_quota: int
-    gpus_in_use: int
+    gpus_in_use: int = Field(description="GPUs of the BU's deployments and fine-tuning jobs")
+    training_gpus: int = Field(
+        default=0, description="Of gpus_in_use, those held by unfinished fine-tuning jobs"
+    )
     gpus_available: int
     max_model_instances: int
     managed_instances: int = Field(description="Deployments Cove runs (local or kubernetes)")

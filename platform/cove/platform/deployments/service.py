@@ -46,6 +46,7 @@ from cove.platform.deployments.schemas import (
     SharedInstanceCreate,
     SharedInstanceUpdate,
 )
+from cove.platform.finetuning import repository as finetune_jobs
 from cove.platform.models import service as models
 from cove.platform.models.locations import LocationProblem, inspect_adapter, location_kind
 from cove.platform.models.schemas import CatalogModel
@@ -169,14 +170,17 @@ async def capacity(db: Database, principal: Principal, tenant_id: UUID) -> Capac
         rows = await repository.list_for_tenant(conn, tenant_id)
         shared = await repository.shared_for_tenant(conn, tenant_id)
         carrying = await repository.adapters_of(conn, [r.id for r in shared], tenant_id=tenant_id)
+        training = await finetune_jobs.active_gpus(conn, tenant_id)
     entries = [capacity_entry(row) for row in rows]
     # Shared instances carrying the BU's adapters are listed, but their GPUs are the
-    # platform's: they count against no BU's quota.
-    used = sum(entry.gpus for entry in entries)
+    # platform's: they count against no BU's quota. Fine-tuning jobs hold theirs from
+    # admission to their end, as the quota check counts them.
+    used = sum(entry.gpus for entry in entries) + training
     return Capacity(
         bu_id=tenant_id,
         gpu_quota=limits.gpu_quota,
         gpus_in_use=used,
+        training_gpus=training,
         gpus_available=max(0, limits.gpu_quota - used),
         max_model_instances=limits.max_model_instances,
         managed_instances=sum(1 for e in entries if e.runtime in MANAGED_RUNTIMES),

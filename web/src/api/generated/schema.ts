@@ -1378,7 +1378,10 @@ export interface components {
             gpu_quota: number;
             /** Gpus Available */
             gpus_available: number;
-            /** Gpus In Use */
+            /**
+             * Gpus In Use
+             * @description GPUs of the BU's deployments and fine-tuning jobs
+             */
             gpus_in_use: number;
             /**
              * Managed Instances
@@ -1392,6 +1395,12 @@ export interface components {
              * @description Platform instances carrying the BU's adapters; their GPUs are the platform's, outside gpu_quota
              */
             shared_instances: components["schemas"]["CapacityEntry"][];
+            /**
+             * Training Gpus
+             * @description Of gpus_in_use, those held by unfinished fine-tuning jobs
+             * @default 0
+             */
+            training_gpus: number;
         };
         /** CapacityEntry */
         CapacityEntry: {
