@@ -568,7 +568,7 @@ def _train(
     cpu_threads: int | None,
     ranks: _Ranks,
 ) -> None:
-    if not ranks.distributed:
+    with _process_group(ranks):
         _train_ranks(
             result,
             base_model,
@@ -581,6 +581,13 @@ def _train(
             cpu_threads=cpu_threads,
             ranks=ranks,
         )
+
+
+@contextlib.contextmanager
+def _process_group(ranks: _Ranks) -> Iterator[None]:
+    """The torch.distributed group of a multi-process run for its duration; nothing alone."""
+    if not ranks.distributed:
+        yield
         return
     import torch
     import torch.distributed as dist
@@ -591,18 +598,7 @@ def _train(
     # torchrun's environment (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) says where to meet.
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
-        _train_ranks(
-            result,
-            base_model,
-            dataset_dir,
-            resume=resume,
-            should_cancel=should_cancel,
-            on_step=on_step,
-            min_examples=min_examples,
-            started=started,
-            cpu_threads=cpu_threads,
-            ranks=ranks,
-        )
+        yield
     finally:
         dist.destroy_process_group()
 
