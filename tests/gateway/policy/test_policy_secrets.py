@@ -463,3 +463,45 @@ def test_generated_fakes_have_the_right_shape(fakes: Fakes) -> None:
     assert len(fakes.npm_token()) == 40
     assert set(fakes.s(B64URL, 100)) <= set(B64URL)
     assert set(fakes.s(B64, 100)) <= set(B64)
+
+
+def test_every_vendor_rule_is_prefiltered_by_literal_heads() -> None:
+    # A rule without heads would make every prompt pay for its regex search again.
+    from cove.gateway.policy.secrets import _TOKEN_RULES
+
+    for rule in _TOKEN_RULES:
+        assert rule.anchors, rule.rule
+        assert all(len(anchor) >= 2 for anchor in rule.anchors), rule.rule
+
+
+@pytest.mark.parametrize(
+    ("pattern", "heads"),
+    [
+        (r"(?:AKIA|ASIA)(?P<body>[A-Z0-9]{16})", ("AKIA", "ASIA")),
+        (r"gh[pos]_(?P<body>[A-Za-z0-9]{36})", ("gho_", "ghp_", "ghs_")),
+        (r"sk-(?P<body>(?:proj|admin)-[a-z]+|[a-z]{32})", ("sk-", "sk-admin-", "sk-proj-")),
+        (r"hooks\.slack\.com/(?:a|b)/x", ("hooks.slack.com/a/x", "hooks.slack.com/b/x")),
+        (r"(?P<body>\d{8}:AA)", ()),
+        (r"x[a-z]y", ()),
+        (r"(?i)token_", ()),
+    ],
+)
+def test_literal_heads_are_read_off_the_pattern(pattern: str, heads: tuple[str, ...]) -> None:
+    import re
+
+    from cove.gateway.policy.secrets import _literal_heads
+
+    assert _literal_heads(re.compile(pattern)) == heads
+
+
+@pytest.mark.parametrize(("type_", "make", "template"), TOKEN_CASES)
+def test_vendor_token_after_non_ascii_text_is_still_found(
+    fakes: Fakes, type_: str, make: Callable[[Fakes], str], template: str
+) -> None:
+    # The head search runs on UTF-8 bytes; offsets must stay Python string indices.
+    lead = "# Grüße, 東京 — ünïcödé\n" * 50
+    text, start, end = render(template, make(fakes))
+    found = scan_secrets(lead + text)
+    assert [(f.type, f.start, f.end) for f in found] == [
+        (type_, len(lead) + start, len(lead) + end)
+    ], text
