@@ -209,9 +209,8 @@ def create_app(
         app.state.routes = routes
         app.state.policies = policies
         app.state.decisions = decisions
-        app.state.limiter = RateLimiter(
-            settings.redis_url, fail_closed=settings.rate_limit_fail_closed
-        )
+        limiter = RateLimiter(settings.redis_url, fail_closed=settings.rate_limit_fail_closed)
+        app.state.limiter = limiter
         app.state.events = sink
         app.state.prompt_logs = prompt_logs
         app.state.upstream = Upstream(session, settings.upstream_read_timeout)
@@ -228,6 +227,7 @@ def create_app(
         finally:
             await refresher.stop()
             await session.close()
+            await limiter.close()
             if verifier is not None:
                 await verifier.close()
             # Drain last: every completion served before shutdown must be recorded.

@@ -1,7 +1,9 @@
 """The policy checks a request passes before it reaches a model, in order of cost:
 content exclusion, prompt size, routing and model access, the `max_tokens` cap, rate limits,
 then the secret scan (which may rewrite text). `enforce_request` runs them all, the same way
-for every endpoint."""
+for every endpoint. The secret scan runs while Redis answers the rate-limit check; its
+findings are acted on (audited, blocked, redacted) only once the limits let the request by,
+so the outcome is the same as scanning after the check."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from cove.gateway.audit import DecisionLog
 from cove.gateway.caches import Route
 from cove.gateway.errors import ContentExcluded, PromptTooLarge, SecretBlocked
 from cove.gateway.guard import FILTERED
-from cove.gateway.limits import RateLimiter, estimated_tokens
+from cove.gateway.limits import PendingLimits, RateLimiter, estimated_tokens
 from cove.gateway.policies import GatewayPolicy
-from cove.gateway.policy.engine import Action, apply_policy, contains_secret
+from cove.gateway.policy.engine import Action, ScanResult, apply_policy, contains_secret
 from cove.gateway.policy.secrets import SecretMatch, scan_secrets
 from cove.gateway.promptlog import PromptLogEntry, start_entry
 from cove.platform.core.errors import RateLimited
@@ -72,21 +74,28 @@ def clamp_max_tokens(policy: GatewayPolicy, body: dict[str, Any]) -> None:
         body.pop("max_completion_tokens", None)
 
 
-async def check_rates(
+async def begin_rates(
     policy: GatewayPolicy,
     principal: Principal,
     limiter: RateLimiter,
     prompt_chars: int,
     max_tokens: int | None,
-    decisions: DecisionLog,
-) -> None:
+) -> PendingLimits:
+    """Send the request's rate-limit check; `settle_rates` reads the answer."""
     assert principal.tenant_id is not None
     user = str(principal.user_id or principal.subject)
     checks = limiter.checks(
         policy.limits, str(principal.tenant_id), user, estimated_tokens(prompt_chars, max_tokens)
     )
+    return await limiter.begin(checks)
+
+
+async def settle_rates(
+    principal: Principal, limiter: RateLimiter, pending: PendingLimits, decisions: DecisionLog
+) -> None:
+    assert principal.tenant_id is not None
     try:
-        await limiter.enforce(checks)
+        await limiter.settle(pending)
     except RateLimited as exc:
         decisions.record(
             tenant_id=principal.tenant_id,
@@ -98,17 +107,17 @@ async def check_rates(
         raise
 
 
-def scan_text(
-    policy: GatewayPolicy,
+def act_on_scan(
     principal: Principal,
     text: str,
+    result: ScanResult,
     field: str,
     decisions: DecisionLog,
     fired: list[dict[str, str]] | None = None,
 ) -> str:
-    """Return the text to forward, or raise when a finding's action is `block`. The rules that
-    fired are added to `fired` (the request's prompt log, when the BU keeps one)."""
-    result = apply_policy(policy.content, text)
+    """Return the text to forward given its scan `result`, or raise when a finding's action is
+    `block`. The rules that fired are added to `fired` (the request's prompt log, when the BU
+    keeps one)."""
     if not result.findings:
         return text
     assert principal.tenant_id is not None
@@ -233,7 +242,10 @@ async def enforce_request(
     if body is not None:
         clamp_max_tokens(policy, body)
         max_tokens = body.get("max_tokens")
-    await check_rates(policy, principal, limiter, chars, max_tokens, decisions)
+    pending = await begin_rates(policy, principal, limiter, chars, max_tokens)
+    # Redis is counting now; scan meanwhile, act on the findings after the answer.
+    scans = [apply_policy(policy.content, text) for _, text in texts]
+    await settle_rates(principal, limiter, pending, decisions)
     suffix_chars = sum(len(text) for field, text in texts if field == "suffix")
     log = start_entry(
         policy,
@@ -245,7 +257,10 @@ async def enforce_request(
         suffix_chars=suffix_chars,
     )
     fired = log.rules if log is not None else None
-    cleaned = [scan_text(policy, principal, text, field, decisions, fired) for field, text in texts]
+    cleaned = [
+        act_on_scan(principal, text, scan, field, decisions, fired)
+        for (field, text), scan in zip(texts, scans, strict=True)
+    ]
     if log is not None:
         log.model_version = route.model
     return Admitted(route, cleaned, log)

@@ -6,24 +6,28 @@ and counted by one Lua script, in one Redis round trip: per limit, one script ca
 library cost a round trip and most of a request's CPU time in the gateway. The script keeps the
 library's keys and arithmetic, so the library still answers how long a refused caller must wait.
 A request is counted against every limit or none: a refusal by one limit does not use up the
-others. If Redis is unreachable the gateway lets traffic through and says so in its log: a cache
+others. The script runs over one pipelined connection (`scriptline.py`): `begin` sends it and
+returns at once, so the gateway scans the prompt while Redis counts, and `settle` then reads
+the answer. If Redis is unreachable the gateway lets traffic through and says so in its log: a cache
 outage must not stop every developer in the company (set `COVE_RATE_LIMIT_FAIL_CLOSED=true` to
 refuse instead).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
-import redis.asyncio
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from cove.gateway.policies import Limits
+from cove.gateway.scriptline import ScriptLine, ScriptUnavailable
 from cove.platform.core.errors import RateLimited, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -85,16 +89,29 @@ class Check:
     message: str
 
 
+@dataclass(slots=True)
+class PendingLimits:
+    """A request's limit check, sent to Redis and not yet answered."""
+
+    checks: list[Check]
+    keys: list[str]
+    args: list[int]
+    reply: asyncio.Future[Any] | None = None
+    error: Exception | None = None
+
+
 class RateLimiter:
     def __init__(self, redis_url: str, *, fail_closed: bool = False) -> None:
         scheme = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
         # The library reads the windows of a refused request (Retry-After) and names the keys.
         self._storage = RedisStorage(scheme, implementation="redispy", key_prefix=_KEY_PREFIX)
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
-        self._redis = redis.asyncio.Redis.from_url(redis_url.removeprefix("async+"))
-        self._acquire_all = self._redis.register_script(_ACQUIRE_ALL)
+        self._line = ScriptLine(redis_url, _ACQUIRE_ALL)
         self._fail_closed = fail_closed
         self.failures = 0
+
+    async def close(self) -> None:
+        await self._line.close()
 
     def checks(self, limits: Limits, tenant: str, user: str, tokens: int) -> list[Check]:
         found: list[Check] = []
@@ -149,26 +166,44 @@ class RateLimiter:
         return f"{_KEY_PREFIX}:{previous}", f"{_KEY_PREFIX}:{current}"
 
     async def enforce(self, checks: list[Check]) -> None:
-        if not checks:
-            return
+        await self.settle(await self.begin(checks))
+
+    async def begin(self, checks: list[Check]) -> PendingLimits:
+        """Send the check of every limit to Redis; returns without waiting for the answer."""
         keys: list[str] = []
         args: list[int] = []
         for check in checks:
             keys.extend(self._window_keys(check))
             args.extend((check.item.amount, check.item.get_expiry(), check.cost))
+        pending = PendingLimits(checks, keys, args)
+        if checks:
+            try:
+                pending.reply = await self._line.send(keys, args)
+            except ScriptUnavailable as exc:
+                pending.error = exc
+        return pending
+
+    async def settle(self, pending: PendingLimits) -> None:
+        """Wait for the answer of `begin`; raises `RateLimited` when a limit refused."""
+        if not pending.checks:
+            return
+        refused = 0
         try:
-            refused = int(await self._acquire_all(keys=keys, args=args))
-        except Exception as exc:  # the client raises its driver's errors
+            if pending.error is not None:
+                raise pending.error
+            assert pending.reply is not None
+            refused = int(await self._line.result(pending.reply, pending.keys, pending.args))
+        except ScriptUnavailable as exc:
             self.failures += 1
             if self._fail_closed:
                 raise UpstreamUnavailable(
                     "Rate limits cannot be checked", code="rate_limiter_unavailable"
                 ) from exc
-            log.warning("rate limiter unavailable; letting the request through")
+            log.warning("rate limiter unavailable; letting the request through: %s", exc)
             return
         if not refused:
             return
-        check = checks[refused - 1]
+        check = pending.checks[refused - 1]
         stats = await self._limiter.get_window_stats(check.item, *check.keys)
         retry = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
