@@ -505,3 +505,18 @@ def test_vendor_token_after_non_ascii_text_is_still_found(
     assert [(f.type, f.start, f.end) for f in found] == [
         (type_, len(lead) + start, len(lead) + end)
     ], text
+
+
+@pytest.mark.parametrize(("type_", "make", "template"), TOKEN_CASES)
+def test_the_one_pass_prefilter_sees_what_substring_searches_see(
+    fakes: Fakes, type_: str, make: Callable[[Fakes], str], template: str
+) -> None:
+    from cove.gateway.policy.secrets import _GUARDS, _TOKEN_RULES, _seen
+
+    text, _, _ = render(template, make(fakes))
+    text += "\ncurl -u admin:x --data value=1 -----BEGIN Authorization: Basic machine"
+    seen = _seen(text)
+    assert seen.guards == {g for g in _GUARDS if g in text}
+    assert seen.rules == tuple(r for r in _TOKEN_RULES if any(a in text for a in r.anchors))
+    # JWTs have their own detector; every other case is a vendor token.
+    assert bool(seen.rules) == (type_ != "jwt"), text

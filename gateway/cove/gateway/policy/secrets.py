@@ -9,11 +9,11 @@ This runs on every request on the gateway's hot path, so the cost is kept near a
 substring searches over the text:
 - every vendor rule's regex starts with a literal (a leading look-behind or character class
   would defeat that, so left boundaries are checked in Python instead). The literal heads are
-  read off each compiled pattern (`_literal_heads`) and all of them are searched for in one
-  pass by an RE2 set (a DFA over every head at once: ~10 µs for a 6 KB prompt, where one
-  substring search per rule cost ~110 µs); only the rules whose head occurs then run their
-  regex. The rules that cannot start with a literal are guarded by a substring (in the same
-  set) instead;
+  read off each compiled pattern (`_literal_heads`); they and the substrings the other
+  detectors need (`_GUARDS`) are all searched for in one pass by an RE2 set (a DFA over every
+  literal at once: ~10 µs for a 6 KB prompt, where one substring search each cost ~140 µs).
+  Only the rules whose head occurs run their regex; the rules that cannot start with a
+  literal are guarded by a substring in the same set;
 - the keyword-driven assignment rule searches the lower-cased text once for its keywords
   (case-insensitive regexes are many times slower) and only then runs an anchored match right
   after each keyword-bearing name;
@@ -818,44 +818,76 @@ _TOKEN_RULES: Final = (
 )
 
 
+# Substrings without which a detector's pattern cannot match: looked up in the same RE2 pass
+# as the vendor heads, instead of one substring search each over the whole text.
+_GUARDS: Final = (
+    "Private-Lines: ",
+    "-----BEGIN ",
+    "--",
+    " -p",
+    "machine",
+    "uthorization",
+    "earer",
+    "EARER",
+    "asic",
+    "ASIC",
+    "-u",
+    "value=",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What one RE2 pass found in a text: the vendor rules whose head occurs (in declaration
+    order) and which guard substrings occur."""
+
+    rules: tuple[_TokenRule, ...]
+    guards: frozenset[str]
+
+
 def _head_set(
-    rules: Sequence[_TokenRule],
-) -> tuple[re2.Set, list[tuple[int, ...]], tuple[int, ...]]:
-    """One RE2 set of every rule's anchors; which rules each set entry stands for; and the
-    rules without anchors (their regex always runs)."""
+    rules: Sequence[_TokenRule], guards: Sequence[str]
+) -> tuple[re2.Set, list[tuple[tuple[int, ...], str | None]]]:
+    """One RE2 set of every rule's anchors and every guard; per set entry, the rules it stands
+    for and the guard it is (if any)."""
     heads = re2.Set.SearchSet()
     owners: dict[str, list[int]] = {}
-    always: list[int] = []
     for index, rule in enumerate(rules):
         if not rule.anchors:
-            always.append(index)
+            raise ValueError(f"vendor rule {rule.rule} has no literal head or guard")
         for anchor in rule.anchors:
             owners.setdefault(anchor, []).append(index)
-    by_entry: list[tuple[int, ...]] = []
-    for anchor, indexes in owners.items():
-        if heads.Add(re.escape(anchor)) != len(by_entry):
+    for guard in guards:
+        owners.setdefault(guard, [])
+    entries: list[tuple[tuple[int, ...], str | None]] = []
+    for literal, indexes in owners.items():
+        if heads.Add(re.escape(literal)) != len(entries):
             raise RuntimeError("RE2 set entries out of order")
-        by_entry.append(tuple(indexes))
+        entries.append((tuple(indexes), literal if literal in guards else None))
     heads.Compile()
-    return heads, by_entry, tuple(always)
+    return heads, entries
 
 
-_HEADS, _HEAD_RULES, _UNANCHORED_RULES = _head_set(_TOKEN_RULES)
+_HEADS, _HEAD_ENTRIES = _head_set(_TOKEN_RULES, _GUARDS)
+_NOTHING_SEEN: Final = _Seen((), frozenset())
 
 
-def _candidate_rules(text: str) -> list[_TokenRule]:
-    """The vendor rules that can match `text`, in declaration order."""
+def _seen(text: str) -> _Seen:
     hits = _HEADS.Match(text)
     if not hits:
-        return [_TOKEN_RULES[i] for i in _UNANCHORED_RULES]
-    found = set(_UNANCHORED_RULES)
+        return _NOTHING_SEEN
+    found: set[int] = set()
+    guards: set[str] = set()
     for entry in hits:
-        found.update(_HEAD_RULES[entry])
-    return [_TOKEN_RULES[i] for i in sorted(found)]
+        indexes, guard = _HEAD_ENTRIES[entry]
+        found.update(indexes)
+        if guard is not None:
+            guards.add(guard)
+    return _Seen(tuple(_TOKEN_RULES[i] for i in sorted(found)), frozenset(guards))
 
 
-def _scan_tokens(text: str) -> Iterator[tuple[int, SecretMatch]]:
-    for rule in _candidate_rules(text):
+def _scan_tokens(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
+    for rule in seen.rules:
         for m in rule.pattern.finditer(text):
             start = m.start()
             if start and text[start - 1] in rule.boundary:
@@ -950,8 +982,8 @@ _PUTTY_PRIVATE: Final = re.compile(
 _PEM_BASE64: Final = re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]{60,65536}+={0,2}(?![A-Za-z0-9+/=])")
 
 
-def _scan_wrapped_private_keys(text: str) -> Iterator[tuple[int, SecretMatch]]:
-    if "Private-Lines: " in text:
+def _scan_wrapped_private_keys(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
+    if "Private-Lines: " in seen.guards:
         for m in _PUTTY_PRIVATE.finditer(text):
             if len(m.group("secret")) >= _PEM_MIN_DATA and not _looks_fake(m.group("secret")):
                 start, end = m.span("secret")
@@ -968,9 +1000,9 @@ def _scan_wrapped_private_keys(text: str) -> Iterator[tuple[int, SecretMatch]]:
             )
 
 
-def _scan_private_keys(text: str) -> Iterator[tuple[int, SecretMatch]]:
-    yield from _scan_wrapped_private_keys(text)
-    if "-----BEGIN " not in text:
+def _scan_private_keys(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
+    yield from _scan_wrapped_private_keys(text, seen)
+    if "-----BEGIN " not in seen.guards:
         return
     for m in _PEM_BEGIN.finditer(text):
         span = _pem_block(text, m)
@@ -1040,7 +1072,7 @@ def _is_jwt_docs_example(payload_segment: str) -> bool:
     return jwt_io or payload == {"some": "payload"}
 
 
-def _scan_jwts(text: str) -> Iterator[tuple[int, SecretMatch]]:
+def _scan_jwts(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
     for m in _anchored_matches(text, "eyJ", _JWT, _TOKEN):
         header, payload, _ = m.group().split(".", 2)
         if _jwt_header_has_alg(header) and not _is_jwt_docs_example(payload):
@@ -1106,7 +1138,7 @@ def _url_password_type(scheme: str) -> tuple[str, str]:
     return "url_password", "url.password"
 
 
-def _scan_url_passwords(text: str) -> Iterator[tuple[int, SecretMatch]]:
+def _scan_url_passwords(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
     for m in _URL_CREDENTIALS.finditer(text):
         begin = m.start()
         scheme_start = begin
@@ -1175,8 +1207,8 @@ def _quoted_or_bare_span(m: re.Match[str]) -> tuple[int, int]:
     return m.span("bare")
 
 
-def _scan_command_lines(text: str) -> Iterator[tuple[int, SecretMatch]]:
-    if "--" in text:
+def _scan_command_lines(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
+    if "--" in seen.guards:
         for m in _CLI_FLAG.finditer(text):
             start, end = _quoted_or_bare_span(m)
             value = text[start:end]
@@ -1187,13 +1219,13 @@ def _scan_command_lines(text: str) -> Iterator[tuple[int, SecretMatch]]:
                     yield _PRIORITY_HEADER, SecretMatch("password", start, end, "cli.flag")
             elif _plausible_secret(value):
                 yield _PRIORITY_HEADER, SecretMatch("generic_secret", start, end, "cli.flag")
-    if " -p" in text:
+    if " -p" in seen.guards:
         for m in _LOGIN_PASSWORD_FLAG.finditer(text):
             start, end = _quoted_or_bare_span(m)
             value = text[start:end]
             if not _is_placeholder(value) and _plausible_password(value):
                 yield _PRIORITY_HEADER, SecretMatch("password", start, end, "cli.login_password")
-    if "machine" in text:
+    if "machine" in seen.guards:
         for m in _NETRC.finditer(text):
             value = m.group("bare")
             if not _is_placeholder(value) and len(value) >= 6:
@@ -1201,8 +1233,8 @@ def _scan_command_lines(text: str) -> Iterator[tuple[int, SecretMatch]]:
                 yield _PRIORITY_HEADER, SecretMatch("password", start, end, "netrc.password")
 
 
-def _scan_headers(text: str) -> Iterator[tuple[int, SecretMatch]]:
-    if "uthorization" in text:
+def _scan_headers(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
+    if "uthorization" in seen.guards:
         for m in _AUTHORIZATION.finditer(text):
             scheme = (m.group("scheme") or "").lower()
             value = m.group("secret")
@@ -1214,7 +1246,7 @@ def _scan_headers(text: str) -> Iterator[tuple[int, SecretMatch]]:
                     _PRIORITY_HEADER,
                     SecretMatch("authorization_token", start, end, "http.authorization"),
                 )
-    if "earer" in text or "EARER" in text:
+    if "earer" in seen.guards or "EARER" in seen.guards:
         for m in _BEARER.finditer(text):
             value = m.group("secret")
             if m.start() and text[m.start() - 1] in _WORD:
@@ -1222,14 +1254,14 @@ def _scan_headers(text: str) -> Iterator[tuple[int, SecretMatch]]:
             if not _is_placeholder(value) and len(value) >= 16 and _plausible_secret(value):
                 start, end = m.span("secret")
                 yield _PRIORITY_HEADER, SecretMatch("bearer_token", start, end, "http.bearer")
-    if "asic" in text or "ASIC" in text:
+    if "asic" in seen.guards or "ASIC" in seen.guards:
         for m in _BASIC.finditer(text):
             if m.start() and text[m.start() - 1] in _WORD:
                 continue
             if _basic_credentials(m.group("secret")):
                 start, end = m.span("secret")
                 yield _PRIORITY_HEADER, SecretMatch("basic_auth", start, end, "http.basic")
-    if "-u" in text:
+    if "-u" in seen.guards:
         for m in _CLI_USER.finditer(text):
             if m.start() and not text[m.start() - 1].isspace():
                 continue
@@ -1607,9 +1639,9 @@ _CREDENTIAL_PAIR: Final = re.compile(
 )
 
 
-def _scan_attribute_pairs(text: str) -> Iterator[tuple[int, SecretMatch]]:
+def _scan_attribute_pairs(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
     """`<add key="DbPassword" value="..."/>`, `<property name="password" value="..."/>`."""
-    if "value=" not in text:
+    if "value=" not in seen.guards:
         return
     for m in _ATTRIBUTE_VALUE.finditer(text):
         named = _ATTRIBUTE_NAME.search(text, max(0, m.start() - 160), m.start())
@@ -1653,7 +1685,7 @@ def _scan_sql_and_calls(
             i = lowered.find(needle, i + 1)
 
 
-def _scan_assignments(text: str) -> Iterator[tuple[int, SecretMatch]]:
+def _scan_assignments(text: str, seen: _Seen) -> Iterator[tuple[int, SecretMatch]]:
     lowered = _lower_same_length(text)
     present: set[str] = set()
     ends = _keyword_ends(lowered, present)
@@ -1689,7 +1721,7 @@ _PRIORITY_HEADER: Final = 70
 _PRIORITY_NAMED: Final = 60
 _PRIORITY_GENERIC: Final = 50
 
-_SCANNERS: Final[tuple[Callable[[str], Iterator[tuple[int, SecretMatch]]], ...]] = (
+_SCANNERS: Final[tuple[Callable[[str, _Seen], Iterator[tuple[int, SecretMatch]]], ...]] = (
     _scan_tokens,
     _scan_private_keys,
     _scan_jwts,
@@ -1703,7 +1735,8 @@ _SCANNERS: Final[tuple[Callable[[str], Iterator[tuple[int, SecretMatch]]], ...]]
 
 def scan_secrets(text: str) -> list[SecretMatch]:
     """Every credential in `text`, ordered by position, with non-overlapping spans."""
-    candidates = [found for scanner in _SCANNERS for found in scanner(text)]
+    seen = _seen(text)
+    candidates = [found for scanner in _SCANNERS for found in scanner(text, seen)]
     if not candidates:
         return []
     candidates.sort(key=lambda c: (-c[0], c[1].start, c[1].start - c[1].end))
@@ -1724,7 +1757,8 @@ def scan_secrets(text: str) -> list[SecretMatch]:
 
 def contains_secret(text: str) -> bool:
     """Whether `text` holds any credential (stops at the first one)."""
-    return any(next(scanner(text), None) is not None for scanner in _SCANNERS)
+    seen = _seen(text)
+    return any(next(scanner(text, seen), None) is not None for scanner in _SCANNERS)
 
 
 _OTHER_RULES: Final = (
