@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -56,7 +56,7 @@ from cove.gateway.limits import RateLimiter
 from cove.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from cove.gateway.policies import GatewayPolicy
 from cove.gateway.promptlog import PromptLogEntry, PromptLogSink
-from cove.gateway.proxy import Upstream, UpstreamReply, relay
+from cove.gateway.proxy import StreamRelay, Upstream, UpstreamReply, relay
 from cove.gateway.served import Offer, SseTap, offer_from_body
 from cove.gateway.settings import GatewaySettings
 from cove.platform.core.db import Database
@@ -456,7 +456,7 @@ def create_app(
         record: Callable[[Offer], None],
         started: float,
         log: PromptLogEntry | None = None,
-    ) -> Response:
+    ) -> Response | StreamRelay:
         upstream: Upstream = request.app.state.upstream
         breakers: CircuitBreakers = request.app.state.breakers
         decisions: DecisionLog = request.app.state.decisions
@@ -491,10 +491,10 @@ def create_app(
                     principal, decisions, found, streamed=True, fired=fired
                 )
             )
-            return StreamingResponse(
+            return StreamRelay(
+                resp,
                 relay(resp, SseTap(started, record), guard),
-                media_type="text/event-stream",
-                headers={MODEL_VERSION_HEADER: route.model, "cache-control": "no-cache"},
+                {MODEL_VERSION_HEADER: route.model, "cache-control": "no-cache"},
             )
         if reply.status == 200:
             filtered, dropped = drop_secret_suggestions(reply.body)
@@ -531,8 +531,13 @@ def create_app(
             )
         return f"{tokens['prefix']}{prefix}{tokens['suffix']}{suffix}{tokens['middle']}"
 
-    @app.post("/v1/completions", tags=["completions"], openapi_extra=openapi.COMPLETIONS)
-    async def completions(request: Request) -> Response:
+    @app.post(
+        "/v1/completions",
+        tags=["completions"],
+        openapi_extra=openapi.COMPLETIONS,
+        response_model=None,
+    )
+    async def completions(request: Request) -> Response | StreamRelay:
         """Text completion (OpenAI shape, `suffix` for fill-in-the-middle) or a Tabby
         completion (`segments`)."""
         started = time.perf_counter()
@@ -628,8 +633,13 @@ def create_app(
             headers={MODEL_VERSION_HEADER: route.model},
         )
 
-    @app.post("/v1/chat/completions", tags=["completions"], openapi_extra=openapi.CHAT)
-    async def chat_completions(request: Request) -> Response:
+    @app.post(
+        "/v1/chat/completions",
+        tags=["completions"],
+        openapi_extra=openapi.CHAT,
+        response_model=None,
+    )
+    async def chat_completions(request: Request) -> Response | StreamRelay:
         """Chat completion (streaming supported)."""
         started = time.perf_counter()
         principal = await authenticate(request, Scope.COMPLETIONS)
