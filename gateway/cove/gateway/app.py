@@ -371,9 +371,13 @@ def create_app(
             raise ModelNotFound(f"The model '{model}' does not exist or you do not have access")
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attribute("cove.tenant_id", str(principal.tenant_id))
-            span.set_attribute("cove.user_hash", _user_hash(principal))
-            span.set_attribute("cove.model_version", route.model)
+            span.set_attributes(
+                {
+                    "cove.tenant_id": str(principal.tenant_id),
+                    "cove.user_hash": _user_hash(principal),
+                    "cove.model_version": route.model,
+                }
+            )
         if policy is not None and not policy.model_access.allows(
             route.model, principal.groups, frozenset(str(r) for r in principal.roles)
         ):

@@ -128,7 +128,8 @@ def _error(status: int, code: str, message: str) -> CoveError:
 
 
 class TelemetryMiddleware:
-    """One server span per HTTP request and a request-duration histogram.
+    """One server span per HTTP request and a request-duration histogram (recorded only when a
+    metric reader collects it).
 
     Incoming W3C `traceparent` headers are honoured, so a caller's trace continues here.
     """
@@ -136,8 +137,12 @@ class TelemetryMiddleware:
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         self.app = app
         self.tracer = telemetry.tracer("cove.http")
-        self.duration = telemetry.meter("cove.http").create_histogram(
-            "http.server.request.duration", unit="s", description="HTTP request duration"
+        self.duration = (
+            telemetry.meter("cove.http").create_histogram(
+                "http.server.request.duration", unit="s", description="HTTP request duration"
+            )
+            if telemetry.exports_metrics
+            else None
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,6 +152,7 @@ class TelemetryMiddleware:
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         context = propagate.extract(carrier)
         route = scope.get("path", "")
+        method = scope["method"]
         status = {"code": 500}
 
         async def record_status(message: Message) -> None:
@@ -156,23 +162,27 @@ class TelemetryMiddleware:
 
         started = time.perf_counter()
         with self.tracer.start_as_current_span(
-            f"{scope['method']} {route}", context=context, kind=trace.SpanKind.SERVER
+            f"{method} {route}",
+            context=context,
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": route},
         ) as span:
-            span.set_attribute("http.request.method", scope["method"])
-            span.set_attribute("url.path", route)
             try:
                 await self.app(scope, receive, record_status)
             finally:
-                span.set_attribute("http.response.status_code", status["code"])
                 request_id = request_id_var.get()
-                if request_id:
-                    span.set_attribute("cove.request_id", request_id)
+                span.set_attributes(
+                    {"http.response.status_code": status["code"], "cove.request_id": request_id}
+                    if request_id
+                    else {"http.response.status_code": status["code"]}
+                )
                 if status["code"] >= 500:
                     span.set_status(trace.StatusCode.ERROR)
-                self.duration.record(
-                    time.perf_counter() - started,
-                    {
-                        "http.request.method": scope["method"],
-                        "http.response.status_code": status["code"],
-                    },
-                )
+                if self.duration is not None:
+                    self.duration.record(
+                        time.perf_counter() - started,
+                        {
+                            "http.request.method": method,
+                            "http.response.status_code": status["code"],
+                        },
+                    )

@@ -20,6 +20,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
+    # Whether any metric reader (OTLP or a test's) collects what the meters record; without
+    # one, hot paths skip recording (it would cost microseconds per request for nobody).
+    exports_metrics: bool = True
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.tracer_provider.get_tracer(name)
@@ -65,4 +68,8 @@ def setup_telemetry(
             )
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    return Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return Telemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        exports_metrics=bool(readers),
+    )
