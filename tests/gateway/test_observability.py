@@ -6,13 +6,14 @@ the HTTP headers the upstream receives, which vLLM does not expose.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cove.gateway.app import create_app
@@ -24,8 +25,19 @@ from tests.gateway.conftest import add_deployment
 
 
 def recording_upstream(seen: list[dict[str, str]]) -> Starlette:
-    async def completions(request: Request) -> JSONResponse:
+    async def completions(request: Request) -> Response:
         seen.append(dict(request.headers))
+        if (await request.json()).get("stream"):
+            chunks = [
+                {"id": "cmpl-s", "choices": [{"index": 0, "text": "return 2\n"}]},
+                {
+                    "id": "cmpl-s",
+                    "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11},
+                },
+            ]
+            body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return Response(body, media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": "cmpl-rec",
@@ -54,6 +66,13 @@ async def test_trace_context_reaches_the_upstream_and_metrics_count_the_request(
                 headers={"Authorization": f"Bearer {world['a']['dev_key']}"},
             )
             assert resp.status_code == 200, resp.text
+            streamed = httpx.post(
+                f"{gateway.url}/v1/completions",
+                json={"model": "cove-tiny", "prompt": "def g():", "stream": True},
+                headers={"Authorization": f"Bearer {world['a']['dev_key']}"},
+            )
+            assert streamed.status_code == 200, streamed.text
+            assert "return 2" in streamed.text
             denied = httpx.post(f"{gateway.url}/v1/completions", json={"prompt": "x"})
             assert denied.status_code == 401
             metrics = httpx.get(f"{gateway.url}/metrics").text
@@ -68,9 +87,20 @@ async def test_trace_context_reaches_the_upstream_and_metrics_count_the_request(
     assert span.attributes["cove.model_version"] == "cove-tiny"
     assert span.attributes["cove.tenant_id"] == str(world["a"]["bu"].id)
     assert "a-dev" not in str(span.attributes["cove.user_hash"])
+    assert span.attributes["gen_ai.usage.input_tokens"] == 3
+    assert span.attributes["gen_ai.usage.output_tokens"] == 4
+    assert 0 < float(span.attributes["cove.time_to_first_token_ms"]) < 10_000  # type: ignore[arg-type]
+    streamed_span = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.attributes and s.attributes.get("gen_ai.usage.output_tokens") == 6
+    )
+    assert streamed_span.attributes is not None
+    assert streamed_span.attributes["gen_ai.usage.input_tokens"] == 5
+    assert "cove.time_to_first_token_ms" in streamed_span.attributes
     traceparent = seen[0]["traceparent"]
     assert traceparent.split("-")[1] == format(span.context.trace_id, "032x")
-    assert 'cove_gateway_requests_total{path="/v1/completions",status="200"} 1.0' in metrics
+    assert 'cove_gateway_requests_total{path="/v1/completions",status="200"} 2.0' in metrics
     assert 'cove_gateway_requests_total{path="/v1/completions",status="401"} 1.0' in metrics
     assert "cove_gateway_completions_total" in metrics
     assert "cove_gateway_time_to_first_token_seconds_bucket" in metrics

@@ -163,10 +163,18 @@ def _user_hash(principal: Principal) -> str:
     return hashlib.sha256(principal.subject.encode()).hexdigest()[:16]
 
 
-def _record_reply(record: Callable[[Offer], None], body: bytes, first_byte_at: float) -> None:
-    offer = offer_from_body(body)
-    offer.first_byte_at = first_byte_at
-    record(offer)
+def _annotate(span: trace.Span, offer: Offer, started: float) -> None:
+    """Token counts and time to first token on the request's span (while it is open)."""
+    if not span.is_recording():
+        return
+    attributes: dict[str, int | float] = {}
+    if offer.prompt_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = offer.prompt_tokens
+    if offer.completion_tokens is not None:
+        attributes["gen_ai.usage.output_tokens"] = offer.completion_tokens
+    if offer.first_byte_at is not None:
+        attributes["cove.time_to_first_token_ms"] = round((offer.first_byte_at - started) * 1000, 2)
+    span.set_attributes(attributes)
 
 
 def _reply(reply: UpstreamReply, route: Route) -> Response:
@@ -410,8 +418,12 @@ def create_app(
         sink: EventSink = request.app.state.events
         prompt_logs: PromptLogSink = request.app.state.prompt_logs
         ide = _ide(request, tabby_client=tabby_client)
+        span = trace.get_current_span()
 
         def record(offer: Offer) -> None:
+            # A streamed offer ends inside the request's span; a plain one is recorded after
+            # the response, when the span has ended (`forward` annotated it already).
+            _annotate(span, offer, started)
             finished = time.perf_counter()
             lines, chars = offer.lines_and_chars()
             data: dict[str, Any] = {
@@ -506,11 +518,12 @@ def create_app(
                 fired = log.rules if log is not None else None
                 record_dropped(principal, decisions, dropped, streamed=False, fired=fired)
                 reply = UpstreamReply(reply.status, filtered, reply.content_type)
+            offer = offer_from_body(reply.body)
+            offer.first_byte_at = time.perf_counter()
+            _annotate(trace.get_current_span(), offer, started)
             # The usage event is made once the response is on its way (the next turn of the
             # event loop), not while the client waits.
-            asyncio.get_running_loop().call_soon(
-                _record_reply, record, reply.body, time.perf_counter()
-            )
+            asyncio.get_running_loop().call_soon(record, offer)
         return _reply(reply, route)
 
     def check_common(body: dict[str, Any]) -> None:
