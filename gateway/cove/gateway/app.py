@@ -9,6 +9,7 @@ usage events are handed to a background writer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import time
 import uuid
@@ -18,7 +19,6 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -59,6 +59,7 @@ from cove.gateway.promptlog import PromptLogEntry, PromptLogSink
 from cove.gateway.proxy import StreamRelay, Upstream, UpstreamReply, relay
 from cove.gateway.served import Offer, SseTap, offer_from_body
 from cove.gateway.settings import GatewaySettings
+from cove.gateway.upstream_http import HttpPool
 from cove.platform.core.db import Database
 from cove.platform.core.errors import (
     BadRequest,
@@ -163,6 +164,22 @@ def _user_hash(principal: Principal) -> str:
     return hashlib.sha256(principal.subject.encode()).hexdigest()[:16]
 
 
+# Allocations between young-generation collections. CPython's default (700) collects every
+# few requests here; each request allocates a few hundred short-lived containers.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _settle_garbage_collector() -> None:
+    """After start-up: move everything loaded so far (frameworks, caches, compiled patterns:
+    hundreds of thousands of objects that live as long as the process) out of the collector's
+    sight, so full collections only walk what requests allocate, and collect the young
+    generation less often. Measured on the benchmark: ~5-10 % less CPU per request."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def _annotate(span: trace.Span, offer: Offer, started: float) -> None:
     """Token counts and time to first token on the request's span (while it is open)."""
     if not span.is_recording():
@@ -218,10 +235,10 @@ def create_app(
         await sink.start()
         prompt_logs = PromptLogSink(db)
         await prompt_logs.start()
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.upstream_pool_size, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout),
-            auto_decompress=False,
+        pool = HttpPool(
+            connect_timeout=settings.upstream_connect_timeout,
+            max_per_origin=settings.upstream_pool_size,
+            user_agent=f"cove-gateway/{cove_version}",
         )
         app.state.keys = keys
         app.state.routes = routes
@@ -231,7 +248,7 @@ def create_app(
         app.state.limiter = limiter
         app.state.events = sink
         app.state.prompt_logs = prompt_logs
-        app.state.upstream = Upstream(session, settings.upstream_read_timeout)
+        app.state.upstream = Upstream(pool, settings.upstream_read_timeout)
         app.state.breakers = CircuitBreakers()
         verifier: TokenVerifier | None = None
         if settings.oidc_issuer:
@@ -240,11 +257,12 @@ def create_app(
             )
             await verifier.start()
         app.state.verifier = verifier
+        _settle_garbage_collector()
         try:
             yield
         finally:
             await refresher.stop()
-            await session.close()
+            pool.close()
             await limiter.close()
             if verifier is not None:
                 await verifier.close()

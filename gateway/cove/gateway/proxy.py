@@ -7,13 +7,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 from opentelemetry import propagate
 from starlette.types import Receive, Scope, Send
 
 from cove.gateway.guard import SuggestionGuard
 from cove.gateway.served import SseTap
+from cove.gateway.upstream_http import (
+    HttpPool,
+    UpstreamConnectError,
+    UpstreamConnectionLost,
+    UpstreamResponse,
+)
 from cove.platform.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -34,40 +39,37 @@ class UpstreamReply:
 
 
 class Upstream:
-    def __init__(self, session: aiohttp.ClientSession, first_byte_timeout: float) -> None:
-        self._session = session
+    def __init__(self, pool: HttpPool, first_byte_timeout: float) -> None:
+        self._pool = pool
         self._first_byte_timeout = first_byte_timeout
 
     async def post_json(self, url: str, payload: dict[str, object]) -> UpstreamReply:
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                async with self._session.post(
-                    url, data=orjson.dumps(payload), headers=_headers()
-                ) as resp:
-                    body = await resp.read()
-                    return UpstreamReply(resp.status, body, resp.content_type)
+                resp = await self._pool.post(url, orjson.dumps(payload), _headers())
+                body = await resp.read()
+                return UpstreamReply(resp.status, body, resp.content_type)
         except TimeoutError as exc:
             raise UpstreamTimeout("The model instance did not answer in time") from exc
-        except aiohttp.ClientConnectionError as exc:
+        except (UpstreamConnectError, UpstreamConnectionLost) as exc:
             raise UpstreamUnavailable(
                 "The model instance is unreachable", code="upstream_unavailable"
             ) from exc
 
     async def open_stream(
         self, url: str, payload: dict[str, object]
-    ) -> tuple[aiohttp.ClientResponse | None, UpstreamReply | None]:
+    ) -> tuple[UpstreamResponse | None, UpstreamReply | None]:
         """Open a streaming request. Returns the live response, or the upstream's error reply."""
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                resp = await self._session.post(url, data=orjson.dumps(payload), headers=_headers())
+                resp = await self._pool.post(url, orjson.dumps(payload), _headers())
                 if resp.status != 200:
                     body = await resp.read()
-                    resp.release()
                     return None, UpstreamReply(resp.status, body, resp.content_type)
                 return resp, None
         except TimeoutError as exc:
             raise UpstreamTimeout("The model instance did not answer in time") from exc
-        except aiohttp.ClientConnectionError as exc:
+        except (UpstreamConnectError, UpstreamConnectionLost) as exc:
             raise UpstreamUnavailable(
                 "The model instance is unreachable", code="upstream_unavailable"
             ) from exc
@@ -84,7 +86,7 @@ class StreamRelay:
 
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         chunks: AsyncIterator[bytes],
         headers: dict[str, str],
     ) -> None:
@@ -116,7 +118,7 @@ class StreamRelay:
 
 
 async def relay(
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     tap: SseTap | None = None,
     guard: SuggestionGuard | None = None,
 ) -> AsyncIterator[bytes]:
@@ -126,7 +128,7 @@ async def relay(
     generation."""
     finished = False
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_chunks():
             if guard is not None:
                 chunk = guard.feed(chunk)
                 if not chunk:
@@ -141,7 +143,7 @@ async def relay(
                     tap.feed(rest)
                 yield rest
         finished = True
-    except aiohttp.ClientError as exc:
+    except UpstreamConnectionLost as exc:
         err = UpstreamError("The model instance failed mid-stream", code="upstream_stream_error")
         del exc
         yield b"data: " + orjson.dumps(err.to_openai()) + b"\n\n"
