@@ -164,20 +164,14 @@ def _user_hash(principal: Principal) -> str:
     return hashlib.sha256(principal.subject.encode()).hexdigest()[:16]
 
 
-# Allocations between young-generation collections. CPython's default (700) collects every
-# few requests here; each request allocates a few hundred short-lived containers.
-GC_YOUNG_THRESHOLD = 10_000
-
-
 def _settle_garbage_collector() -> None:
-    """After start-up: move everything loaded so far (frameworks, caches, compiled patterns:
+    """After start-up, move everything loaded so far (frameworks, caches, compiled patterns:
     hundreds of thousands of objects that live as long as the process) out of the collector's
-    sight, so full collections only walk what requests allocate, and collect the young
-    generation less often. Measured on the benchmark: ~5-10 % less CPU per request."""
+    sight, so the occasional full collection walks only what requests allocated. (A larger
+    young-generation threshold was tried: fewer collections, but each long enough to show
+    in the benchmark's p95.)"""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _annotate(span: trace.Span, offer: Offer, started: float) -> None:
