@@ -277,3 +277,16 @@ async def test_a_cancelled_request_drops_its_connection(pool: HttpPool) -> None:
                 break
             await asyncio.sleep(0.05)
     assert gone == [True]
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection(pool: HttpPool) -> None:
+    async def until_close(exchange: Exchange) -> None:
+        exchange.writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+        await exchange.writer.drain()
+        exchange.writer.close()
+
+    async with Server(until_close) as server:
+        resp = await pool.post(server.url, b"{}", {})
+        assert await resp.read() == b"all of it"
+        assert await (await pool.post(server.url, b"{}", {})).read() == b"all of it"
+    assert server.connections == 2

@@ -106,8 +106,10 @@ class StreamRelay:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
-            # Ends the generator (and its bookkeeping) if the loop above was interrupted.
+            # Ends the generator (and its bookkeeping) if the loop above was interrupted, and
+            # drops the upstream connection if the generator never got to release it.
             await self._chunks.aclose()  # type: ignore[attr-defined]
+            self._upstream.close()
 
     async def _close_on_disconnect(self, receive: Receive) -> None:
         while True:

@@ -66,6 +66,8 @@ class _Connection(asyncio.Protocol):
         self.content_type = ""
         self.keep_alive = True
         self.received_any = False
+        # Without a length or chunked framing the body runs until the server closes.
+        self._framed = False
         self._header_name = b""
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -90,6 +92,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._headers_done.done() and not self._framed and exc is None and self._error is None:
+            # A body delimited by the end of the connection ends here.
+            self.keep_alive = False
+            self.on_message_complete()
         if not self._complete:
             reason = f": {exc}" if exc else ""
             self._fail(UpstreamConnectionLost(f"the model instance closed the connection{reason}"))
@@ -100,6 +106,8 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-type":
             self.content_type = value.decode("latin-1").split(";", 1)[0].strip()
+        elif name in (b"content-length", b"transfer-encoding"):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
