@@ -97,6 +97,26 @@ class Server:
             writer.close()
 
 
+def answer_and_close(raw: bytes) -> Handler:
+    """A server that writes `raw` as its whole answer, then closes the connection."""
+
+    async def handler(exchange: Exchange) -> None:
+        exchange.writer.write(raw)
+        await exchange.writer.drain()
+        exchange.writer.close()
+
+    return handler
+
+
+async def settled(seen: list[bool]) -> list[bool]:
+    """`seen` once a handler has appended to it (or after 5 s)."""
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    return seen
+
+
 async def echo(exchange: Exchange) -> None:
     await exchange.reply(b'{"echo": ' + exchange.body + b"}")
 
@@ -203,11 +223,7 @@ async def test_an_unreachable_instance_is_a_connect_error(pool: HttpPool) -> Non
 
 
 async def test_a_body_cut_short_is_an_error(pool: HttpPool) -> None:
-    async def short(exchange: Exchange) -> None:
-        exchange.writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await exchange.writer.drain()
-        exchange.writer.close()
-
+    short = answer_and_close(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
     async with Server(short) as server:
         resp = await pool.post(server.url, b"{}", {})
         with pytest.raises(UpstreamConnectionLost):
@@ -237,11 +253,7 @@ async def test_closing_a_stream_closes_the_connection(pool: HttpPool) -> None:
         resp = await pool.post(server.url, b"{}", {})
         assert await anext(resp.iter_chunks()) == b"tick\n"
         resp.close()  # what the gateway does when the IDE goes away
-        for _ in range(100):
-            if gone:
-                break
-            await asyncio.sleep(0.05)
-    assert gone == [True]
+        assert await settled(gone) == [True]
 
 
 async def test_concurrent_requests_stay_within_the_pool_limit() -> None:
@@ -272,19 +284,11 @@ async def test_a_cancelled_request_drops_its_connection(pool: HttpPool) -> None:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await pool.post(server.url, b"{}", {})
-        for _ in range(100):
-            if gone:
-                break
-            await asyncio.sleep(0.05)
-    assert gone == [True]
+        assert await settled(gone) == [True]
 
 
 async def test_a_body_delimited_by_the_end_of_the_connection(pool: HttpPool) -> None:
-    async def until_close(exchange: Exchange) -> None:
-        exchange.writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
-        await exchange.writer.drain()
-        exchange.writer.close()
-
+    until_close = answer_and_close(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
     async with Server(until_close) as server:
         resp = await pool.post(server.url, b"{}", {})
         assert await resp.read() == b"all of it"
