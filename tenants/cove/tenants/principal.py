@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
-from cove.platform.core.errors import NotFound
+from cove.platform.core.errors import Forbidden, NotFound
 
 
 class Role(StrEnum):
@@ -49,3 +49,11 @@ def require_bu_visible(principal: Principal, tenant_id: UUID) -> None:
     like ids that do not exist."""
     if not principal.is_platform_admin and principal.tenant_id != tenant_id:
         raise NotFound("No such business unit", code="bu_not_found")
+
+
+def require_bu_admin(principal: Principal, tenant_id: UUID, action: str) -> None:
+    """`require_bu_visible`, then: the caller is an admin of this BU (or a platform admin).
+    Otherwise `Forbidden(bu_admin_required)`, saying "Only a BU admin may <action>"."""
+    require_bu_visible(principal, tenant_id)
+    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
+        raise Forbidden(f"Only a BU admin may {action}", code="bu_admin_required")

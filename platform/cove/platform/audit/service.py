@@ -14,15 +14,13 @@ from cove.platform.audit.repository import AuditFilter
 from cove.platform.audit.schemas import AuditEntry, AuditPage
 from cove.platform.core.db import Database
 from cove.platform.core.errors import Forbidden
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin
 
 CSV_COLUMNS = ("id", "created_at", "tenant_id", "actor", "action", "target", "request_id", "diff")
 
 
 def _can_read_bu(principal: Principal, tenant_id: UUID) -> None:
-    require_bu_visible(principal, tenant_id)
-    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
-        raise Forbidden("Only a BU admin may read the audit log", code="bu_admin_required")
+    require_bu_admin(principal, tenant_id, "read the audit log")
 
 
 async def bu_page(

@@ -10,20 +10,18 @@ from uuid import UUID
 
 from cove.gateway.policies import PolicyInvalid, effective_policy
 from cove.platform.core.db import Database, SyncDatabase
-from cove.platform.core.errors import BadRequest, Forbidden
+from cove.platform.core.errors import BadRequest
 from cove.platform.promptlogs import repository
 from cove.platform.promptlogs.repository import PromptLogFilter
 from cove.platform.promptlogs.schemas import PromptLog, PromptLogPage
 from cove.tenants import audit
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin
 
 log = logging.getLogger(__name__)
 
 
 def _can_read(principal: Principal, tenant_id: UUID) -> None:
-    require_bu_visible(principal, tenant_id)
-    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
-        raise Forbidden("Only a BU admin may read prompt logs", code="bu_admin_required")
+    require_bu_admin(principal, tenant_id, "read prompt logs")
 
 
 def encode_cursor(entry: PromptLog) -> str:

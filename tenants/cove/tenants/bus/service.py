@@ -19,7 +19,7 @@ from cove.tenants.bus.schemas import (
     BusinessUnitUpdate,
     DeletionRequest,
 )
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 
 def _require_platform_admin(principal: Principal) -> None:
@@ -117,9 +117,7 @@ async def update(
 
 def require_exporter(principal: Principal, bu_id: UUID) -> None:
     """A platform admin, or an admin of this very BU, may export it."""
-    require_bu_visible(principal, bu_id)
-    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
-        raise Forbidden("Only a BU admin may export this BU", code="bu_admin_required")
+    require_bu_admin(principal, bu_id, "export this BU")
 
 
 async def _notify_gateways(conn: psycopg.AsyncConnection[Any], bu_id: UUID) -> None:

@@ -14,7 +14,7 @@ from cove.tenants.keys import repository
 from cove.tenants.keys.repository import KeyRecord
 from cove.tenants.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyCreated
 from cove.tenants.keys.secrets import issue_key, split_key, verify_secret
-from cove.tenants.principal import Principal, Role, Scope, require_bu_visible
+from cove.tenants.principal import Principal, Role, Scope, require_bu_admin
 
 
 def principal_from_record(record: KeyRecord) -> Principal:
@@ -63,9 +63,7 @@ async def authenticate(db: Database, pepper: bytes, plaintext: str) -> Principal
 
 
 def _require_bu_admin(principal: Principal, tenant_id: UUID) -> None:
-    require_bu_visible(principal, tenant_id)
-    if not principal.is_platform_admin and Role.BU_ADMIN not in principal.roles:
-        raise Forbidden("Only a BU admin may manage this BU's keys", code="bu_admin_required")
+    require_bu_admin(principal, tenant_id, "manage this BU's keys")
 
 
 async def create(
