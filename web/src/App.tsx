@@ -14,6 +14,7 @@ import { MembersPage } from './features/members/MembersPage';
 import { ModelVersionsPage } from './features/model-versions/ModelVersionsPage';
 import { OverviewPage } from './features/overview/OverviewPage';
 import { PoliciesPage } from './features/policies/PoliciesPage';
+import { PromptLogsPage } from './features/prompt-logs/PromptLogsPage';
 
 function RequireSession({ children }: { children: ReactNode }) {
   const { ready, session } = useAuth();
@@ -47,6 +48,7 @@ export function App() {
         <Route path="/fine-tuning" element={<FineTuningPage />} />
         <Route path="/policies" element={<PoliciesPage />} />
         <Route path="/audit" element={<AuditPage />} />
+        <Route path="/prompt-logs" element={<PromptLogsPage />} />
         <Route path="*" element={<Navigate to="/overview" replace />} />
       </Route>
     </Routes>

@@ -14,6 +14,7 @@ export const NAV_ITEMS = [
   { path: '/fine-tuning', label: 'Fine-tuning jobs' },
   { path: '/policies', label: 'Policies' },
   { path: '/audit', label: 'Audit log' },
+  { path: '/prompt-logs', label: 'Prompt logs' },
 ] as const;
 
 export function AppLayout() {

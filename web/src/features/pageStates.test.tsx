@@ -12,6 +12,7 @@ import { FineTuningPage } from './fine-tuning/FineTuningPage';
 import { ModelVersionsPage } from './model-versions/ModelVersionsPage';
 import { OverviewPage } from './overview/OverviewPage';
 import { PoliciesPage } from './policies/PoliciesPage';
+import { PromptLogsPage } from './prompt-logs/PromptLogsPage';
 import { metrics, report } from '../test/fixtures';
 
 beforeEach(() => signedIn());
@@ -148,6 +149,16 @@ const PAGES: PageCase[] = [
     loading: 'Loading the audit log…',
     empty: { [`GET ${BU_PATH}/audit`]: () => json({ entries: [], next_before_id: null }) },
     emptyText: /No audit entries/,
+  },
+  {
+    name: 'Prompt logs',
+    url: `/prompt-logs?bu=${BU.id}`,
+    path: '/prompt-logs',
+    element: <PromptLogsPage />,
+    main: `GET ${BU_PATH}/prompt-logs`,
+    loading: 'Loading prompt logs…',
+    empty: { [`GET ${BU_PATH}/prompt-logs`]: () => json({ entries: [], next_cursor: null }) },
+    emptyText: /No prompt logs/,
   },
 ];
 
