@@ -220,7 +220,7 @@ describe('PromptLogsPage', () => {
     expect(screen.getByText('drop · aws_secret_key · aws.secret')).toBeInTheDocument();
     // Both pages stay on screen, newest first, and the last page has no further button.
     const rows = within(screen.getByRole('table', { name: 'Prompt logs' })).getAllByRole('row');
-    expect(rows.map((r) => within(r).queryByRole('rowheader')?.textContent ?? 'header')).toEqual([
+    expect(rows.map((r) => r.querySelector('th[scope="row"] time')?.textContent ?? 'header')).toEqual([
       'header',
       '2026-12-05 17:20:03 UTC',
       '2026-12-05 17:19:41 UTC',

@@ -2,6 +2,7 @@ import {
   Alert,
   Anchor,
   Badge,
+  Box,
   Button,
   Code,
   Group,
@@ -38,7 +39,14 @@ import {
   type PromptLogFilters,
 } from './promptLogs';
 
-const COLUMNS = 9;
+const COLUMNS = 8;
+const NOWRAP = { whiteSpace: 'nowrap' } as const;
+const NO_SHRINK = { flexShrink: 0 } as const;
+// A long rule name wraps inside its badge instead of being cut off with an ellipsis.
+const WRAPPING_BADGE = {
+  root: { height: 'auto', maxWidth: '100%', paddingBlock: 2 },
+  label: { whiteSpace: 'normal', overflow: 'visible', wordBreak: 'break-word', textAlign: 'left' },
+} as const;
 
 /** "2025-01-01 10:00:05 UTC": prompt logs come many a minute, so seconds are shown. */
 function formatSecond(value: string): string {
@@ -249,11 +257,18 @@ function Rules({ entry }: { entry: PromptLog }) {
     );
   }
   return (
-    <Group gap={4}>
+    <Group gap={4} miw={180}>
       {entry.rules.map((raw, i) => {
         const rule = firedRule(raw);
         return (
-          <Badge key={i} size="sm" variant="light" tt="none" color={ACTION_COLOR[rule.action] ?? 'gray'}>
+          <Badge
+            key={i}
+            size="sm"
+            variant="light"
+            tt="none"
+            color={ACTION_COLOR[rule.action] ?? 'gray'}
+            styles={WRAPPING_BADGE}
+          >
             {ruleLabel(rule)}
           </Badge>
         );
@@ -276,24 +291,46 @@ function EntryRow({
   return (
     <Fragment>
       <Table.Tr>
-        <Table.Th scope="row" fw={400}>
-          <time dateTime={entry.logged_at}>{when}</time>
+        <Table.Th scope="row" fw={400} style={NOWRAP}>
+          {/* The time opens the row: a disclosure button, so Tab + Enter / Space work. */}
+          <Button
+            size="compact-sm"
+            variant="subtle"
+            color="dark"
+            fw={400}
+            leftSection={<span aria-hidden>{open ? '▾' : '▸'}</span>}
+            aria-expanded={open}
+            aria-controls={open ? detailId : undefined}
+            aria-label={`${open ? 'Hide' : 'Show'} ${keepsText(entry) ? 'text' : 'details'} of the ${entry.feature} by ${entry.username} at ${when}`}
+            onClick={onToggle}
+          >
+            <time dateTime={entry.logged_at}>{when}</time>
+          </Button>
         </Table.Th>
         <Table.Td>{entry.username}</Table.Td>
-        <Table.Td>{entry.feature}</Table.Td>
         <Table.Td>
-          <Code>{entry.model_version}</Code>
+          <Stack gap={2} align="flex-start">
+            <span>{entry.feature}</span>
+            <Badge size="sm" variant="outline" tt="none" color={keepsText(entry) ? 'violet' : 'gray'} style={NO_SHRINK}>
+              {keepsText(entry) ? 'full text' : entry.mode}
+            </Badge>
+          </Stack>
         </Table.Td>
         <Table.Td>
-          {entry.path ? <Code style={{ wordBreak: 'break-all' }}>{entry.path}</Code> : '—'}
-          {entry.language ? (
-            <Text size="xs" c="dimmed">
-              {entry.language}
-            </Text>
-          ) : null}
+          <Code style={NOWRAP}>{entry.model_version}</Code>
         </Table.Td>
         <Table.Td>
-          <Text size="xs">
+          <Box miw={150}>
+            {entry.path ? <Code style={{ overflowWrap: 'anywhere' }}>{entry.path}</Code> : '—'}
+            {entry.language ? (
+              <Text size="xs" c="dimmed">
+                {entry.language}
+              </Text>
+            ) : null}
+          </Box>
+        </Table.Td>
+        <Table.Td>
+          <Text size="xs" miw={170}>
             prompt {formatCount(entry.prompt_chars)} · suffix {formatCount(entry.suffix_chars)} · completion{' '}
             {formatCount(entry.completion_chars)} chars
           </Text>
@@ -301,9 +338,9 @@ function EntryRow({
             tokens {count(entry.prompt_tokens)} in / {count(entry.completion_tokens)} out
           </Text>
         </Table.Td>
-        <Table.Td>
+        <Table.Td style={NOWRAP}>
           {entry.cancelled ? (
-            <Badge size="sm" color="orange" variant="light">
+            <Badge size="sm" color="orange" variant="light" tt="none">
               cancelled
             </Badge>
           ) : (
@@ -314,23 +351,6 @@ function EntryRow({
         </Table.Td>
         <Table.Td>
           <Rules entry={entry} />
-        </Table.Td>
-        <Table.Td>
-          <Group gap={4} wrap="nowrap">
-            <Badge size="sm" variant="outline" color={keepsText(entry) ? 'violet' : 'gray'}>
-              {keepsText(entry) ? 'full' : entry.mode}
-            </Badge>
-            <Button
-              size="xs"
-              variant="subtle"
-              aria-expanded={open}
-              aria-controls={open ? detailId : undefined}
-              aria-label={`${open ? 'Hide' : 'Show'} ${keepsText(entry) ? 'text' : 'details'} of the ${entry.feature} by ${entry.username} at ${when}`}
-              onClick={onToggle}
-            >
-              {open ? 'Hide' : 'Show'}
-            </Button>
-          </Group>
         </Table.Td>
       </Table.Tr>
       {open ? (
@@ -382,19 +402,18 @@ function PromptLogsOfBu({ bu, filters }: { bu: BusinessUnit; filters: PromptLogF
         {formatCount(entries.length)} {entries.length === 1 ? 'entry' : 'entries'} of {bu.slug}, newest first
         {log.hasNextPage ? '; older ones on request' : ''}.
       </Text>
-      <Table.ScrollContainer minWidth={1100}>
+      <Table.ScrollContainer minWidth={1200}>
         <Table withTableBorder aria-label="Prompt logs">
           <Table.Thead>
             <Table.Tr>
               <Table.Th scope="col">Time</Table.Th>
               <Table.Th scope="col">User</Table.Th>
-              <Table.Th scope="col">Feature</Table.Th>
+              <Table.Th scope="col">Feature / kept</Table.Th>
               <Table.Th scope="col">Model version</Table.Th>
               <Table.Th scope="col">File</Table.Th>
               <Table.Th scope="col">Sizes and tokens</Table.Th>
               <Table.Th scope="col">Cancelled</Table.Th>
               <Table.Th scope="col">Rules fired</Table.Th>
-              <Table.Th scope="col">Kept</Table.Th>
             </Table.Tr>
           </Table.Thead>
           <Table.Tbody>
