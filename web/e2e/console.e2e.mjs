@@ -490,6 +490,46 @@ describe('Cove console on the local stack', { concurrency: false }, () => {
     await shot('audit');
   });
 
+  step('prompt logs: with full logging a redacted prompt is kept and the BU admin reads it', async () => {
+    const current = (await admin(`/api/v1/bus/${demoBu.id}/policy`)).body.document ?? {};
+    const document = { ...current, content: { ...(current.content ?? {}), actions: {} }, logging: { mode: 'full', retention_days: 7 } };
+    const put = await admin(`/api/v1/bus/${demoBu.id}/policy`, { method: 'PUT', body: JSON.stringify({ document }) });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    // A credential-shaped value the default policy redacts (the test writes it; it is not real).
+    const secret = 'ghp_' + 'Zq8Xv2Lm4Np6Rt1Ws3Yu5Ab7Cd9Ef0Gh2Jk4';
+    const prompt = `GITHUB_TOKEN = "${secret}"\ndef e2e_logged():`;
+    let kept = null;
+    // The gateway picks up the policy change within seconds and writes its log each second.
+    for (let i = 0; i < 40 && !kept; i += 1) {
+      const reply = await fetch(`${stack.gatewayUrl}/v1/completions`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${ideKey ?? stack.demoKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: stack.model, prompt, max_tokens: 4 }),
+      });
+      assert.equal(reply.status, 200, await reply.clone().text());
+      await new Promise((r) => setTimeout(r, 500));
+      const logs = (await admin(`/api/v1/bus/${demoBu.id}/prompt-logs?limit=5`)).body;
+      kept = logs.entries.find((e) => e.mode === 'full' && (e.prompt ?? '').includes('e2e_logged'));
+    }
+    assert.ok(kept, 'no full prompt log entry appeared');
+    assert.ok(!kept.prompt.includes(secret), 'the secret reached the prompt log');
+    assert.match(kept.prompt, /<redacted:github_token>/);
+
+    await page.goto(`${base}/prompt-logs?bu=${demoBu.id}`);
+    await page.getByRole('heading', { level: 1, name: 'Prompt logs' }).waitFor(WAIT);
+    const table = page.getByRole('table', { name: 'Prompt logs' });
+    await table.waitFor(WAIT);
+    await table.getByRole('button', { name: /^Show text of the completion/ }).first().click();
+    const shown = page.getByLabel('Prompt text').first();
+    await shown.waitFor(WAIT);
+    const text = await shown.textContent();
+    assert.match(text, /<redacted:github_token>/);
+    assert.ok(!text.includes(secret));
+    await shot('prompt-logs');
+    const after = await admin(`/api/v1/bus/${demoBu.id}/policy`, { method: 'PUT', body: JSON.stringify({ document: current }) });
+    assert.equal(after.status, 200, JSON.stringify(after.body));
+  });
+
   step('every page renders without a blank state for a BU with no data', async () => {
     const fresh = (await admin('/api/v1/bus')).body.find((b) => b.slug === newSlug);
     await page.goto(`${base}/overview?bu=${fresh.id}`);
