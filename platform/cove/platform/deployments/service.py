@@ -52,7 +52,7 @@ from cove.platform.models.locations import LocationProblem, inspect_adapter, loc
 from cove.platform.models.schemas import CatalogModel
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ _PLACEHOLDER_IMAGE = ImageRef(repository="registry.invalid/vllm/vllm-openai", ta
 _INSTANCE_FIELDS = tuple(InstanceSpec.model_fields)
 
 
-def _bu_admin(principal: Principal) -> None:
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may deploy models", code="bu_admin_required")
+def _bu_admin(principal: Principal, tenant_id: UUID) -> None:
+    require_bu_admin(principal, tenant_id, "deploy models")
 
 
 def _public(row: DeploymentRow, adapters: list[AdapterRow]) -> Deployment:
@@ -408,8 +407,7 @@ async def create_deployment(
     data: DeploymentCreate,
     tasks: Celery | None = None,
 ) -> Deployment:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     fields = {
         k: getattr(data, k)
         for k in _INSTANCE_FIELDS
@@ -506,8 +504,7 @@ async def update_deployment(
     data: DeploymentUpdate,
     tasks: Celery | None = None,
 ) -> Deployment:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         limits = await repository.lock_tenant(conn, tenant_id)
@@ -652,8 +649,7 @@ async def delete_deployment(
     deployment_id: UUID,
     tasks: Celery | None = None,
 ) -> Deployment:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
@@ -713,8 +709,7 @@ async def attach_adapter(
 ) -> DeploymentAdapter:
     """Ask for an adapter on a deployment. Every compatibility rule is checked here, before
     the instance is touched; the reconciler then hot-loads it."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
@@ -841,8 +836,7 @@ async def detach_adapter(
     model_id: UUID,
     tasks: Celery | None = None,
 ) -> DeploymentAdapter:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await repository.get(conn, tenant_id, deployment_id)
@@ -1151,8 +1145,7 @@ async def attach_shared_adapter(
     data: AdapterAttach,
     tasks: Celery | None = None,
 ) -> DeploymentAdapter:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await _shared_for_bu(conn, tenant_id, instance_id)
@@ -1170,8 +1163,7 @@ async def detach_shared_adapter(
     model_id: UUID,
     tasks: Celery | None = None,
 ) -> DeploymentAdapter:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = outbox_for(tasks)
     async with db.tenant(tenant_id) as conn:
         row = await _shared_for_bu(conn, tenant_id, instance_id)

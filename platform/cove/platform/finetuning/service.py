@@ -17,7 +17,7 @@ from cove.finetune.tinymodel import is_model_dir
 from cove.finetune.train import describe_base_model, preset
 from cove.platform.core.celery_app import AfterCommit
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cove.platform.core.errors import Conflict, NotFound, ValidationFailed
 from cove.platform.deployments import repository as deployments
 from cove.platform.finetuning import repository
 from cove.platform.finetuning.repository import JobRow, LogRow
@@ -34,16 +34,15 @@ from cove.platform.models import repository as catalog
 from cove.platform.models import service as models
 from cove.platform.models.locations import location_kind
 from cove.tenants import audit
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 START = "finetune.start"
 _GIT_URL = re.compile(r"^(https://|http://|ssh://|git://|git@[\w.-]+:|file://)")
 _CREDENTIALS_IN_URL = re.compile(r"^[a-z+]+://[^/@\s]+@")
 
 
-def _bu_admin(principal: Principal) -> None:
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may run fine-tuning jobs", code="bu_admin_required")
+def _bu_admin(principal: Principal, tenant_id: UUID) -> None:
+    require_bu_admin(principal, tenant_id, "run fine-tuning jobs")
 
 
 def to_public(row: JobRow) -> Job:
@@ -186,8 +185,7 @@ async def create_job(
     tasks: Celery | None,
     settings: FinetuneSettings,
 ) -> Job:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     _check_repositories(data)
     hyperparameters = _hyperparameters(data)
     runtime = settings.finetune_runtime
@@ -324,8 +322,7 @@ async def job_logs(
 async def cancel_job(db: Database, principal: Principal, tenant_id: UUID, job_id: UUID) -> Job:
     """A job nobody has started ends at once; a running one is asked to stop and ends as
     `cancelled` at its next check (within seconds), keeping its checkpoints for a retry."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await _job(conn, tenant_id, job_id)
         if row.status in FINISHED_STATUSES:
@@ -367,8 +364,7 @@ async def retry_job(
 ) -> Job:
     """Run a failed or cancelled job again: the next attempt resumes from its last checkpoint
     and is admitted against the GPU quota again."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     outbox = AfterCommit(tasks) if tasks is not None else None
     async with db.tenant(tenant_id) as conn:
         row = await _job(conn, tenant_id, job_id)

@@ -20,7 +20,7 @@ from cove.platform.models.locations import LocationProblem, inspect_adapter, ins
 from cove.platform.models.schemas import AdapterCreate, BaseModelCreate, CatalogModel, Grant
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 MAX_LINEAGE_BYTES = 16_384
 
@@ -33,9 +33,8 @@ def _platform_admin(principal: Principal) -> None:
         )
 
 
-def _bu_admin(principal: Principal) -> None:
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may manage the BU's models", code="bu_admin_required")
+def _bu_admin(principal: Principal, tenant_id: UUID) -> None:
+    require_bu_admin(principal, tenant_id, "manage the BU's models")
 
 
 def _location_failed(field: str, problem: LocationProblem) -> ValidationFailed:
@@ -274,8 +273,7 @@ async def get_adapter(
 async def create_adapter(
     db: Database, principal: Principal, tenant_id: UUID, data: AdapterCreate
 ) -> CatalogModel:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     try:
         lineage_bytes = len(orjson.dumps(data.lineage))
     except TypeError:  # orjson refuses integers beyond 64 bits, as JSON consumers commonly do
@@ -359,8 +357,7 @@ async def create_adapter(
 async def delete_adapter(
     db: Database, principal: Principal, tenant_id: UUID, model_id: UUID
 ) -> None:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         found = await repository.get(conn, model_id)
         if found is None or found.kind != "adapter" or found.bu_id != tenant_id:

@@ -13,7 +13,7 @@ from cove.platform.core.errors import Conflict, Forbidden, NotFound, ValidationF
 from cove.platform.policies import repository
 from cove.platform.policies.schemas import DryRunFinding, DryRunRequest, DryRunResult, PolicyView
 from cove.tenants import audit
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 
 def _view(scope: str, row: repository.PolicyRow | None, effective: dict[str, Any]) -> PolicyView:
@@ -91,9 +91,7 @@ async def put_bu(
     document: dict[str, Any],
     expected: int | None,
 ) -> PolicyView:
-    require_bu_visible(principal, tenant_id)
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may change the BU's policy", code="bu_admin_required")
+    require_bu_admin(principal, tenant_id, "change the BU's policy")
     _validated(document)
     async with db.tenant(tenant_id) as conn:
         if not await _bu_exists(conn, tenant_id):

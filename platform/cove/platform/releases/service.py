@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cove.platform.core.errors import Conflict, NotFound, ValidationFailed
 from cove.platform.deployments import service as deployments
 from cove.platform.models import service as models
 from cove.platform.releases import repository
@@ -18,12 +18,11 @@ from cove.platform.releases.repository import ReleaseRow
 from cove.platform.releases.schemas import Release, ReleaseStep, ReleaseUpdate
 from cove.tenants import audit
 from cove.tenants.bus import repository as bu_repository
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, require_bu_admin, require_bu_visible
 
 
-def _bu_admin(principal: Principal) -> None:
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may change the release", code="bu_admin_required")
+def _bu_admin(principal: Principal, tenant_id: UUID) -> None:
+    require_bu_admin(principal, tenant_id, "change the release")
 
 
 def _fields(row: ReleaseRow | None) -> dict[str, Any]:
@@ -135,8 +134,7 @@ async def get_release(db: Database, principal: Principal, tenant_id: UUID) -> Re
 async def put_release(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseUpdate
 ) -> Release:
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     if data.canary is None and (data.canary_percent or data.canary_groups):
         raise ValidationFailed(
             "canary_percent and canary_groups need a canary model", code="canary_required"
@@ -174,8 +172,7 @@ async def promote(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseStep | None
 ) -> Release:
     """The canary becomes stable for everyone; the old stable is kept for a rollback."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
         _check_version(row, data.version if data else None)
@@ -200,8 +197,7 @@ async def rollback(
     db: Database, principal: Principal, tenant_id: UUID, data: ReleaseStep | None
 ) -> Release:
     """Restore the previous stable version for everyone and drop any canary, in one step."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
         _check_version(row, data.version if data else None)
@@ -226,8 +222,7 @@ async def rollback(
 
 async def clear_release(db: Database, principal: Principal, tenant_id: UUID) -> Release:
     """Remove the release: requests go to the model they name (or the first deployment)."""
-    require_bu_visible(principal, tenant_id)
-    _bu_admin(principal)
+    _bu_admin(principal, tenant_id)
     async with db.tenant(tenant_id) as conn:
         row = await _existing(conn, tenant_id)
         await repository.delete(conn, tenant_id)

@@ -12,7 +12,7 @@ from uuid import UUID
 from keycloak.exceptions import KeycloakError
 
 from cove.platform.core.db import Database
-from cove.platform.core.errors import Forbidden, NotFound
+from cove.platform.core.errors import NotFound
 from cove.tenants.bus import repository as bu_repository
 from cove.tenants.identity.keycloak import KeycloakDirectoryLike, bu_role_holders
 from cove.tenants.members import repository
@@ -23,7 +23,7 @@ from cove.tenants.members.schemas import (
     RoleGrant,
     RoleSource,
 )
-from cove.tenants.principal import Principal, Role, require_bu_visible
+from cove.tenants.principal import Principal, Role, require_bu_admin
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ async def list_members(
     bu_id: UUID,
     directory: KeycloakDirectoryLike | None,
 ) -> MemberList:
-    require_bu_visible(principal, bu_id)
-    if not (principal.is_platform_admin or Role.BU_ADMIN in principal.roles):
-        raise Forbidden("Only a BU admin may list the BU's members", code="bu_admin_required")
+    require_bu_admin(principal, bu_id, "list the BU's members")
     async with db.tenant(bu_id) as conn:
         bu = await bu_repository.get(conn, bu_id)
         if bu is None:
