@@ -161,3 +161,23 @@ def test_connection_options_from_urls() -> None:
     assert "ssl" in connection_options("rediss://cache:6379/0")
     with pytest.raises(ValueError, match="unsupported"):
         connection_options("memcached://cache")
+
+
+async def test_a_caller_cancelled_while_connecting_does_not_strand_the_others() -> None:
+    # A silent server keeps the first caller connecting; it is cancelled (its client left).
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    line = ScriptLine(f"redis://127.0.0.1:{port}/0", ECHO, connect_timeout=5)
+    try:
+        first = asyncio.ensure_future(line.call(["k"], [1]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(line.call(["k"], [2]))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(ScriptUnavailable):
+            await asyncio.wait_for(second, 2)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    finally:
+        server.close()
+        await line.close()

@@ -163,18 +163,23 @@ class ScriptLine:
             return await asyncio.shield(self._connecting)
         if time.monotonic() < self._retry_at:
             raise ScriptUnavailable("Redis was unreachable moments ago")
-        self._connecting = asyncio.get_running_loop().create_future()
+        connecting = self._connecting = asyncio.get_running_loop().create_future()
         try:
             protocol = await self._connect()
-        except (OSError, TimeoutError, ScriptUnavailable) as exc:
-            self._retry_at = time.monotonic() + self._retry_seconds
+        except BaseException as exc:
+            # Waiters must never be left hanging, also when this caller is cancelled (its
+            # client went away) while connecting; only a failed attempt delays the next.
+            if isinstance(exc, OSError | TimeoutError | ScriptUnavailable):
+                self._retry_at = time.monotonic() + self._retry_seconds
             error = exc if isinstance(exc, ScriptUnavailable) else ScriptUnavailable(str(exc))
-            self._connecting.set_exception(error)
-            self._connecting.exception()  # retrieved: waiters get it through the shield
+            connecting.set_exception(error)
+            connecting.exception()  # retrieved: waiters get it through the shield
             self._connecting = None
-            raise error from exc
+            if isinstance(exc, OSError | TimeoutError):
+                raise error from exc
+            raise
         self._protocol = protocol
-        self._connecting.set_result(protocol)
+        connecting.set_result(protocol)
         self._connecting = None
         return protocol
 
