@@ -433,10 +433,13 @@ def create_app(
         span = trace.get_current_span()
 
         def record(offer: Offer) -> None:
-            # A streamed offer ends inside the request's span; a plain one is recorded after
-            # the response, when the span has ended (`forward` annotated it already).
+            """Annotate the request's span now, while it is open, and make the usage event
+            once the response is on its way (the next turn of the event loop), not while the
+            client waits."""
             _annotate(span, offer, started)
-            finished = time.perf_counter()
+            asyncio.get_running_loop().call_soon(emit, offer, time.perf_counter())
+
+        def emit(offer: Offer, finished: float) -> None:
             lines, chars = offer.lines_and_chars()
             data: dict[str, Any] = {
                 "lines": lines,
@@ -532,10 +535,7 @@ def create_app(
                 reply = UpstreamReply(reply.status, filtered, reply.content_type)
             offer = offer_from_body(reply.body)
             offer.first_byte_at = time.perf_counter()
-            _annotate(trace.get_current_span(), offer, started)
-            # The usage event is made once the response is on its way (the next turn of the
-            # event loop), not while the client waits.
-            asyncio.get_running_loop().call_soon(record, offer)
+            record(offer)
         return _reply(reply, route)
 
     def check_common(body: dict[str, Any]) -> None:
@@ -646,7 +646,7 @@ def create_app(
             record_dropped(principal, decisions, dropped, streamed=False, fired=fired)
         offer = offer_from_body(filtered)
         offer.first_byte_at = time.perf_counter()
-        record = served_recorder(
+        served_recorder(
             request,
             principal,
             route,
@@ -655,8 +655,7 @@ def create_app(
             language,
             tabby_client=True,
             log=admitted.log,
-        )
-        asyncio.get_running_loop().call_soon(record, offer)
+        )(offer)
         return JSONResponse(
             tabby.tabby_response(offer.completion_id, offer.text()),
             headers={MODEL_VERSION_HEADER: route.model},

@@ -165,9 +165,6 @@ class RateLimiter:
         current = self._storage._current_window_key(key)
         return f"{_KEY_PREFIX}:{previous}", f"{_KEY_PREFIX}:{current}"
 
-    async def enforce(self, checks: list[Check]) -> None:
-        await self.settle(await self.begin(checks))
-
     async def begin(self, checks: list[Check]) -> PendingLimits:
         """Send the check of every limit to Redis; returns without waiting for the answer."""
         keys: list[str] = []

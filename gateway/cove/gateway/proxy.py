@@ -44,29 +44,28 @@ class Upstream:
         self._first_byte_timeout = first_byte_timeout
 
     async def post_json(self, url: str, payload: dict[str, object]) -> UpstreamReply:
-        try:
-            async with asyncio.timeout(self._first_byte_timeout):
-                resp = await self._pool.post(url, orjson.dumps(payload), _headers())
-                body = await resp.read()
-                return UpstreamReply(resp.status, body, resp.content_type)
-        except TimeoutError as exc:
-            raise UpstreamTimeout("The model instance did not answer in time") from exc
-        except (UpstreamConnectError, UpstreamConnectionLost) as exc:
-            raise UpstreamUnavailable(
-                "The model instance is unreachable", code="upstream_unavailable"
-            ) from exc
+        _, reply = await self._post(url, payload, stream=False)
+        assert reply is not None
+        return reply
 
     async def open_stream(
         self, url: str, payload: dict[str, object]
     ) -> tuple[UpstreamResponse | None, UpstreamReply | None]:
         """Open a streaming request. Returns the live response, or the upstream's error reply."""
+        return await self._post(url, payload, stream=True)
+
+    async def _post(
+        self, url: str, payload: dict[str, object], *, stream: bool
+    ) -> tuple[UpstreamResponse | None, UpstreamReply | None]:
+        """POST `payload`; a successful streamed answer is returned live, any other read whole.
+        The first-byte timeout covers everything up to that point."""
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 resp = await self._pool.post(url, orjson.dumps(payload), _headers())
-                if resp.status != 200:
-                    body = await resp.read()
-                    return None, UpstreamReply(resp.status, body, resp.content_type)
-                return resp, None
+                if stream and resp.status == 200:
+                    return resp, None
+                body = await resp.read()
+                return None, UpstreamReply(resp.status, body, resp.content_type)
         except TimeoutError as exc:
             raise UpstreamTimeout("The model instance did not answer in time") from exc
         except (UpstreamConnectError, UpstreamConnectionLost) as exc:

@@ -68,7 +68,6 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         # Without a length or chunked framing the body runs until the server closes.
         self._framed = False
-        self._header_name = b""
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._complete = False

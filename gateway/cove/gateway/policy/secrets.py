@@ -453,15 +453,14 @@ class _TokenRule:
     boundary: frozenset[str]
     min_entropy: float
     # Every match starts with (or, for a hand-given guard, contains) one of these; the regex
-    # only runs on a text that holds one. Empty: the regex always runs.
+    # only runs on a text that holds one. Never empty (`_head_set` refuses such a rule).
     anchors: tuple[str, ...]
     check: _Check | None
 
 
-# More heads than this (from alternations and small character classes) cost more `in` tests
-# than the one regex search they would save.
+# Alternations and small character classes multiply a pattern's heads; past this many the
+# head stops at the shorter prefix read so far.
 _MAX_HEADS: Final = 12
-_HEAD_OPS: Final = (_sre.LITERAL, _sre.IN, _sre.SUBPATTERN, _sre.BRANCH)
 
 
 def _heads_of(items: Sequence[tuple[Any, Any]]) -> tuple[list[str], bool]:
